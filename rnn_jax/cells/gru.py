@@ -1,0 +1,93 @@
+"""Gated recurrent unit, in Cho et al.'s form and in the cuDNN/PyTorch form."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.cells import base
+
+Array = jax.Array
+
+
+def gru(hidden_size: int, *, reset_after: bool = False, use_bias: bool = True,
+        kernel_init: base.Initializer | None = None,
+        recurrent_init: base.Initializer | None = None,
+        param_dtype=jnp.float32) -> base.Cell:
+  r"""Gated recurrent unit (Cho et al. 2014).
+
+  Equations, x_t `[*B, D]`, h `[*B, H]`, gate order `r, z, n` (PyTorch's):
+
+      r_t = σ(x_t W_ir + h_{t-1} W_hr + b_r)
+      z_t = σ(x_t W_iz + h_{t-1} W_hz + b_z)
+      n_t = tanh(x_t W_in + (r_t ⊙ h_{t-1}) W_hn + b_n)          # reset_after=False
+      n_t = tanh(x_t W_in + b_n + r_t ⊙ (h_{t-1} W_hn + b_hn))   # reset_after=True
+      h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+
+  `reset_after=False` is the original form, as the lecture writes it: the
+  reset gate scales h before the recurrent matmul, so that matmul waits for
+  r_t. `reset_after=True` is the form of cuDNN, PyTorch `nn.GRU` and Keras
+  (`reset_after=True`): all three recurrent matmuls run at once.
+
+  Params: `w_ih [D, 3H]`, `w_hh [H, 3H]`, `b [3H]`, and `b_hn [H]` when
+  `reset_after` (b_hn sits inside r ⊙ (...), so it cannot fold into b).
+  The carry is h `[*B, H]`; the output y_t is h_t.
+
+  Args:
+    hidden_size: H.
+    reset_after: apply the reset gate after the recurrent matmul.
+    use_bias: whether the cell has biases.
+    kernel_init: initializer for w_ih; default LeCun normal.
+    recurrent_init: initializer for w_hh; default orthogonal per gate block.
+    param_dtype: dtype of the params.
+  """
+  base.check_hidden_size(hidden_size)
+  H = hidden_size
+  kernel_init = kernel_init or jax.nn.initializers.lecun_normal()
+  recurrent_init = recurrent_init or base.stacked_init(
+      jax.nn.initializers.orthogonal(), 3)
+
+  def init(key, input_size: int) -> base.Params:
+    if not isinstance(input_size, int) or input_size <= 0:
+      raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
+    k_ih, k_hh = jax.random.split(key)
+    params = {
+        "w_ih": kernel_init(k_ih, (input_size, 3 * H), param_dtype),
+        "w_hh": recurrent_init(k_hh, (H, 3 * H), param_dtype),
+    }
+    if use_bias:
+      params["b"] = jnp.zeros((3 * H,), param_dtype)
+      if reset_after:
+        params["b_hn"] = jnp.zeros((H,), param_dtype)
+    return params
+
+  def step(params: base.Params, h: Array, x_t: Array):
+    base.check_input_size(x_t, params["w_ih"], "gru")
+    xw = x_t @ params["w_ih"]  # [*B, 3H]
+    if use_bias:
+      xw = xw + params["b"]
+    x_r, x_z, x_n = jnp.split(xw, 3, axis=-1)
+    w_hh = params["w_hh"]
+    if reset_after:
+      h_r, h_z, h_n = jnp.split(h @ w_hh, 3, axis=-1)  # one [H, 3H] matmul
+      if use_bias:
+        h_n = h_n + params["b_hn"]
+      r = jax.nn.sigmoid(x_r + h_r)
+      z = jax.nn.sigmoid(x_z + h_z)
+      n = jnp.tanh(x_n + r * h_n)
+    else:
+      h_rz = h @ w_hh[:, :2 * H]  # [*B, 2H]
+      r = jax.nn.sigmoid(x_r + h_rz[..., :H])
+      z = jax.nn.sigmoid(x_z + h_rz[..., H:])
+      n = jnp.tanh(x_n + (r * h) @ w_hh[:, 2 * H:])
+    h_new = (1.0 - z) * n + z * h
+    return h_new, h_new
+
+  return base.Cell(
+      name="gru",
+      hidden_size=H,
+      init=init,
+      initial_carry=base.zeros_carry(H, 1, None),
+      step=step,
+      input_size=lambda params: params["w_ih"].shape[0],
+      hparams=dict(reset_after=reset_after, use_bias=use_bias))

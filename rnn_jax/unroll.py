@@ -1,0 +1,178 @@
+"""Running a cell over a padded batch of sequences: `unroll` and its loop twin.
+
+The padding rule, for `xs: [B, T, D]` and `seq_lengths: [B]` (written once,
+here; every unroll path and layer in the library keeps it):
+
+  * outputs past a sequence's length are zero: `ys[b, t] = 0` for `t >= len_b`;
+  * the final carry is the carry at the last valid step (`t = len_b - 1`);
+  * `reverse=True` runs each sequence's valid part backwards, from
+    `t = len_b - 1` down to `t = 0`; outputs stay at their own positions,
+    padding stays at the end, and the final carry is the one after `t = 0`
+    (what PyTorch's packed sequences give for the reverse direction);
+  * a sequence of length 0 returns its initial carry and all-zero outputs.
+
+`unroll` implements it with one `lax.scan` over time and a mask per step: in
+reverse the scan starts at `t = T - 1`, and every padded step leaves the carry
+as it is, so the first real step is `t = len_b - 1`. `unroll_reference` is a
+Python loop over examples and steps with no masking at all; it is the oracle
+the tests hold every fast path to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax.cells.base import Cell
+
+Array = jax.Array
+
+
+def _is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_unroll_inputs(cell: Cell, params, xs, seq_lengths=None,
+                        initial_carry=None, timestamps=None) -> None:
+  """Validates `unroll`'s arguments; raises a ValueError naming the bad one.
+
+  Value checks on `seq_lengths` run only when it is concrete (outside `jit`);
+  under `jit`, lengths are clipped to `[0, T]`.
+  """
+  if not hasattr(xs, "shape") or len(xs.shape) != 3:
+    raise ValueError(f"xs: expected a batch-major array [B, T, D], got "
+                     f"{getattr(xs, 'shape', type(xs).__name__)}")
+  B, T, D = xs.shape
+  expected_d = cell.input_size(params)
+  if D != expected_d:
+    raise ValueError(f"xs: the {cell.name} params expect input size D={expected_d}, "
+                     f"got xs of shape {tuple(xs.shape)}")
+  if seq_lengths is not None:
+    if not hasattr(seq_lengths, "shape"):
+      seq_lengths = np.asarray(seq_lengths)
+    if tuple(seq_lengths.shape) != (B,):
+      raise ValueError(f"seq_lengths: expected shape [B]=({B},) to match xs "
+                       f"{tuple(xs.shape)}, got {tuple(seq_lengths.shape)}")
+    if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+      raise ValueError(f"seq_lengths: expected integers, got dtype {seq_lengths.dtype}")
+    if _is_concrete(seq_lengths):
+      lengths = np.asarray(seq_lengths)
+      if lengths.size and (lengths.min() < 0 or lengths.max() > T):
+        raise ValueError(f"seq_lengths: every length must lie in [0, T={T}], "
+                         f"got {lengths.tolist()}")
+  if initial_carry is not None:
+    for leaf in jax.tree_util.tree_leaves(initial_carry):
+      if leaf.ndim < 1 or leaf.shape[0] != B or leaf.shape[-1] != cell.hidden_size:
+        raise ValueError(
+            f"initial_carry: expected leaves of shape [B, H]=({B}, {cell.hidden_size}) "
+            f"to match xs {tuple(xs.shape)}, got a leaf of shape {tuple(leaf.shape)}")
+  if cell.uses_time:
+    if timestamps is None:
+      raise ValueError(f"timestamps: the {cell.name} cell needs a timestamp for every "
+                       f"step, timestamps of shape [B, T]=({B}, {T})")
+    if tuple(jnp.shape(timestamps)) != (B, T):
+      raise ValueError(f"timestamps: expected shape [B, T]=({B}, {T}) to match xs, "
+                       f"got {tuple(jnp.shape(timestamps))}")
+  elif timestamps is not None:
+    raise ValueError(f"timestamps: the {cell.name} cell does not use timestamps")
+
+
+def _step_kwargs(cell: Cell, training: bool) -> dict[str, Any]:
+  return {"training": training} if "training" in cell.step_kwargs else {}
+
+
+def _where_valid(valid: Array, new, old):
+  """Per example, `new` where `valid: [B]` else `old` (pytrees of `[B, ...]`)."""
+
+  def select(n, o):
+    return jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o)
+
+  return jax.tree_util.tree_map(select, new, old)
+
+
+def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
+           reverse: bool = False, initial_carry=None,
+           timestamps: Array | None = None, training: bool = False,
+           unroll: int = 1, remat: bool = False):
+  """Runs `cell` over the time axis of a padded batch with `jax.lax.scan`.
+
+  Args:
+    cell: a `Cell`.
+    params: the cell's params.
+    xs: inputs `[B, T, D]`, batch-major.
+    seq_lengths: `[B]` integer lengths in `[0, T]`; None means all are T.
+    reverse: run each sequence's valid part from its end to t = 0.
+    initial_carry: the carry at the start (pytree of `[B, H]`); default zeros.
+    timestamps: `[B, T]` time of each step, for cells with `uses_time`.
+    training: passed to cells whose step takes `training` (Phased LSTM's leak).
+    unroll: how many steps `lax.scan` unrolls per iteration.
+    remat: rematerialise each step in the backward pass (`jax.checkpoint`):
+      memory O(T * carry) instead of O(T * all activations), for long sequences.
+
+  Returns:
+    `(ys, final_carry)`: ys `[B, T, H]`, zero past each length; final_carry
+    the carry at each sequence's last valid step (see the module docstring).
+  """
+  check_unroll_inputs(cell, params, xs, seq_lengths, initial_carry, timestamps)
+  B, T, _ = xs.shape
+  if initial_carry is None:
+    initial_carry = cell.initial_carry((B,), xs.dtype)
+  kwargs = _step_kwargs(cell, training)
+
+  scanned = {"x": jnp.swapaxes(xs, 0, 1), "t": jnp.arange(T)}  # x: [T, B, D]
+  if timestamps is not None:
+    scanned["time"] = jnp.swapaxes(jnp.asarray(timestamps), 0, 1)  # [T, B]
+  lengths = None if seq_lengths is None else jnp.asarray(seq_lengths, jnp.int32)
+
+  def body(carry, inp):
+    if "time" in inp:
+      new_carry, y = cell.step(params, carry, inp["x"], time=inp["time"], **kwargs)
+    else:
+      new_carry, y = cell.step(params, carry, inp["x"], **kwargs)
+    if lengths is not None:
+      valid = inp["t"] < lengths  # [B]
+      new_carry = _where_valid(valid, new_carry, carry)
+      y = jnp.where(valid[:, None], y, jnp.zeros_like(y))
+    return new_carry, y
+
+  if remat:
+    body = jax.checkpoint(body)
+  final_carry, ys = jax.lax.scan(body, initial_carry, scanned, reverse=reverse,
+                                 unroll=unroll)
+  return jnp.swapaxes(ys, 0, 1), final_carry  # [B, T, H]
+
+
+def unroll_reference(cell: Cell, params, xs: Array, *, seq_lengths=None,
+                     reverse: bool = False, initial_carry=None, timestamps=None,
+                     training: bool = False):
+  """The Python-loop twin of `unroll`: the oracle, not a fast path.
+
+  Loops over examples and, within each, over its valid steps only (no masks),
+  calling `cell.step` on one example at a time. Same arguments and results as
+  `unroll`; `seq_lengths` must be concrete.
+  """
+  check_unroll_inputs(cell, params, xs, seq_lengths, initial_carry, timestamps)
+  B, T, _ = xs.shape
+  if initial_carry is None:
+    initial_carry = cell.initial_carry((B,), xs.dtype)
+  lengths = [T] * B if seq_lengths is None else [int(n) for n in np.asarray(seq_lengths)]
+  kwargs = _step_kwargs(cell, training)
+  ys = [[None] * T for _ in range(B)]
+  finals = []
+  for b in range(B):
+    carry = jax.tree_util.tree_map(lambda leaf: leaf[b], initial_carry)
+    order = range(lengths[b] - 1, -1, -1) if reverse else range(lengths[b])
+    for t in order:
+      if timestamps is not None:
+        carry, y = cell.step(params, carry, xs[b, t], time=timestamps[b, t], **kwargs)
+      else:
+        carry, y = cell.step(params, carry, xs[b, t], **kwargs)
+      ys[b][t] = y
+    finals.append(carry)
+  zeros = jnp.zeros((cell.hidden_size,), xs.dtype)
+  ys = jnp.stack([jnp.stack([zeros if y is None else y for y in row]) for row in ys])
+  final_carry = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *finals)
+  return ys, final_carry
