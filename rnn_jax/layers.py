@@ -55,10 +55,9 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1,
 
   def apply(params, xs, *, seq_lengths=None, initial_carry=None, timestamps=None,
             training=False, key=None):
-    del key  # a plain recurrent layer draws no randomness
     return _unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
                    initial_carry=initial_carry, timestamps=timestamps,
-                   training=training, unroll=unroll, remat=remat)
+                   training=training, key=key, unroll=unroll, remat=remat)
 
   return Layer(name=f"rnn({cell.name}{', reverse' if reverse else ''})",
                init=cell.init, apply=apply, output_size=lambda _: cell.hidden_size)
@@ -100,11 +99,13 @@ def bidirectional(cell: Cell, backward_cell: Cell | None = None, *,
 
   def apply(params, xs, *, seq_lengths=None, initial_carry=None, timestamps=None,
             training=False, key=None):
-    del key
     carry_fw, carry_bw = (None, None) if initial_carry is None else initial_carry
+    key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
     common = dict(seq_lengths=seq_lengths, timestamps=timestamps, training=training)
-    ys_fw, final_fw = forward.apply(params["fw"], xs, initial_carry=carry_fw, **common)
-    ys_bw, final_bw = backward.apply(params["bw"], xs, initial_carry=carry_bw, **common)
+    ys_fw, final_fw = forward.apply(params["fw"], xs, initial_carry=carry_fw, key=key_fw,
+                                    **common)
+    ys_bw, final_bw = backward.apply(params["bw"], xs, initial_carry=carry_bw, key=key_bw,
+                                     **common)
     if merge == "concat":
       ys = jnp.concatenate([ys_fw, ys_bw], axis=-1)  # [B, T, H_fw + H_bw]
     else:

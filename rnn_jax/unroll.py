@@ -80,8 +80,17 @@ def check_unroll_inputs(cell: Cell, params, xs, seq_lengths=None,
     raise ValueError(f"timestamps: the {cell.name} cell does not use timestamps")
 
 
-def _step_kwargs(cell: Cell, training: bool) -> dict[str, Any]:
-  return {"training": training} if "training" in cell.step_kwargs else {}
+def _step_kwargs(cell: Cell, training: bool, key) -> dict[str, Any]:
+  """The keywords every step gets: `training` and the sequence `key`, if the cell takes them."""
+  kwargs = {}
+  if "training" in cell.step_kwargs:
+    kwargs["training"] = training
+  if "key" in cell.step_kwargs:
+    if training and key is None:
+      raise ValueError(f"key: the {cell.name} cell draws random masks when training; "
+                       "pass a PRNG key")
+    kwargs["key"] = key
+  return kwargs
 
 
 def _where_valid(valid: Array, new, old):
@@ -96,7 +105,7 @@ def _where_valid(valid: Array, new, old):
 def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
            reverse: bool = False, initial_carry=None,
            timestamps: Array | None = None, training: bool = False,
-           unroll: int = 1, remat: bool = False):
+           key: Array | None = None, unroll: int = 1, remat: bool = False):
   """Runs `cell` over the time axis of a padded batch with `jax.lax.scan`.
 
   Args:
@@ -107,7 +116,12 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
     reverse: run each sequence's valid part from its end to t = 0.
     initial_carry: the carry at the start (pytree of `[B, H]`); default zeros.
     timestamps: `[B, T]` time of each step, for cells with `uses_time`.
-    training: passed to cells whose step takes `training` (Phased LSTM's leak).
+    training: passed to cells whose step takes `training` (Phased LSTM's
+      leak, the stochastic regularizers of `rnn_jax.regularizers`).
+    key: PRNG key for cells that draw masks (`"key" in cell.step_kwargs`);
+      required when such a cell is training. Every step gets this same key
+      and its time index `t`, so a cell can draw one mask per sequence (from
+      `key`) or one per step (from `fold_in(key, t)`).
     unroll: how many steps `lax.scan` unrolls per iteration.
     remat: rematerialise each step in the backward pass (`jax.checkpoint`):
       memory O(T * carry) instead of O(T * all activations), for long sequences.
@@ -120,7 +134,8 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
   B, T, _ = xs.shape
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)
-  kwargs = _step_kwargs(cell, training)
+  kwargs = _step_kwargs(cell, training, key)
+  takes_t = "t" in cell.step_kwargs
 
   scanned = {"x": jnp.swapaxes(xs, 0, 1), "t": jnp.arange(T)}  # x: [T, B, D]
   if timestamps is not None:
@@ -128,10 +143,12 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
   lengths = None if seq_lengths is None else jnp.asarray(seq_lengths, jnp.int32)
 
   def body(carry, inp):
+    step_kwargs = dict(kwargs)
     if "time" in inp:
-      new_carry, y = cell.step(params, carry, inp["x"], time=inp["time"], **kwargs)
-    else:
-      new_carry, y = cell.step(params, carry, inp["x"], **kwargs)
+      step_kwargs["time"] = inp["time"]
+    if takes_t:
+      step_kwargs["t"] = inp["t"]
+    new_carry, y = cell.step(params, carry, inp["x"], **step_kwargs)
     if lengths is not None:
       valid = inp["t"] < lengths  # [B]
       new_carry = _where_valid(valid, new_carry, carry)
@@ -147,7 +164,7 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
 
 def unroll_reference(cell: Cell, params, xs: Array, *, seq_lengths=None,
                      reverse: bool = False, initial_carry=None, timestamps=None,
-                     training: bool = False):
+                     training: bool = False, key=None):
   """The Python-loop twin of `unroll`: the oracle, not a fast path.
 
   Loops over examples and, within each, over its valid steps only (no masks),
@@ -159,17 +176,24 @@ def unroll_reference(cell: Cell, params, xs: Array, *, seq_lengths=None,
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)
   lengths = [T] * B if seq_lengths is None else [int(n) for n in np.asarray(seq_lengths)]
-  kwargs = _step_kwargs(cell, training)
+  kwargs = _step_kwargs(cell, training, key)
   ys = [[None] * T for _ in range(B)]
   finals = []
   for b in range(B):
     carry = jax.tree_util.tree_map(lambda leaf: leaf[b], initial_carry)
     order = range(lengths[b] - 1, -1, -1) if reverse else range(lengths[b])
     for t in order:
+      step_kwargs = dict(kwargs)
       if timestamps is not None:
-        carry, y = cell.step(params, carry, xs[b, t], time=timestamps[b, t], **kwargs)
-      else:
-        carry, y = cell.step(params, carry, xs[b, t], **kwargs)
+        step_kwargs["time"] = timestamps[b, t]
+      if "t" in cell.step_kwargs:
+        step_kwargs["t"] = jnp.asarray(t)
+      if "key" in kwargs:
+        # Cells that draw masks draw them per example, from fold_in(key, b)
+        # (see rnn_jax.regularizers), so the loop passes the example index
+        # and its masks equal row b of the batched ones.
+        step_kwargs["example"] = b
+      carry, y = cell.step(params, carry, xs[b, t], **step_kwargs)
       ys[b][t] = y
     finals.append(carry)
   zeros = jnp.zeros((cell.hidden_size,), xs.dtype)

@@ -54,6 +54,11 @@ class Cell(NamedTuple):
     return "time" in self.step_kwargs
 
 
+def init_param(init: Initializer, key: Array, shape, dtype) -> Array:
+  """Runs `init` in float32 and casts: QR (orthogonal) has no bfloat16 kernel."""
+  return init(key, shape, jnp.float32).astype(dtype)
+
+
 def stacked_init(init: Initializer, num_blocks: int) -> Initializer:
   """An initializer for `[rows, num_blocks * H]` that inits each H-wide block apart.
 

@@ -52,8 +52,8 @@ def gru(hidden_size: int, *, reset_after: bool = False, use_bias: bool = True,
       raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
     k_ih, k_hh = jax.random.split(key)
     params = {
-        "w_ih": kernel_init(k_ih, (input_size, 3 * H), param_dtype),
-        "w_hh": recurrent_init(k_hh, (H, 3 * H), param_dtype),
+        "w_ih": base.init_param(kernel_init, k_ih, (input_size, 3 * H), param_dtype),
+        "w_hh": base.init_param(recurrent_init, k_hh, (H, 3 * H), param_dtype),
     }
     if use_bias:
       params["b"] = jnp.zeros((3 * H,), param_dtype)

@@ -103,8 +103,8 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, peephole: bool = False,
       raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
     k_ih, k_hh = jax.random.split(key)
     params = {
-        "w_ih": kernel_init(k_ih, (input_size, num_gates * H), param_dtype),
-        "w_hh": recurrent_init(k_hh, (H, num_gates * H), param_dtype),
+        "w_ih": base.init_param(kernel_init, k_ih, (input_size, num_gates * H), param_dtype),
+        "w_hh": base.init_param(recurrent_init, k_hh, (H, num_gates * H), param_dtype),
     }
     if use_bias:
       b = jnp.zeros((num_gates, H), param_dtype).at[forget_block].set(forget_bias)

@@ -55,8 +55,8 @@ def simple_rnn(hidden_size: int, *, nonlinearity: str = "tanh",
       raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
     k_ih, k_hh = jax.random.split(key)
     params = {
-        "w_ih": kernel_init(k_ih, (input_size, H), param_dtype),
-        "w_hh": recurrent_init(k_hh, (H, H), param_dtype),
+        "w_ih": base.init_param(kernel_init, k_ih, (input_size, H), param_dtype),
+        "w_hh": base.init_param(recurrent_init, k_hh, (H, H), param_dtype),
     }
     if use_bias:
       params["b"] = jnp.zeros((H,), param_dtype)

@@ -1,0 +1,1 @@
+"""Experiments: one module per paper or application, each with its flagfiles."""

@@ -1,0 +1,1 @@
+"""Sweeps over local accelerators or SLURM, and result tables beside the papers' numbers."""
