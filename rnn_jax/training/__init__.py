@@ -1,0 +1,18 @@
+"""The shared trainer: train state, jitted steps, checkpoints, metrics, data parallelism.
+
+No flags live here; experiments build a `TrainConfig`-like set of arguments
+from their flags and call `loop.fit`.
+"""
+
+from rnn_jax.training.checkpoints import Checkpointer, WorkdirConflictError
+from rnn_jax.training.loop import NonFiniteLossError, fit
+from rnn_jax.training.metrics import MetricsWriter
+from rnn_jax.training.parallel import (data_mesh, initialize_distributed, place_batch,
+                                       place_state)
+from rnn_jax.training.state import TrainState, make_train_step
+
+__all__ = [
+    "Checkpointer", "MetricsWriter", "NonFiniteLossError", "TrainState",
+    "WorkdirConflictError", "data_mesh", "fit", "initialize_distributed",
+    "make_train_step", "place_batch", "place_state",
+]

@@ -1,0 +1,72 @@
+"""Data parallelism over all devices: a 1-D mesh, batches split, params replicated.
+
+    mesh = data_mesh()                      # all devices of all processes, axis "data"
+    state = place_state(state, mesh)        # params/opt_state replicated, extra split by batch
+    batch = place_batch(local_batch, mesh)  # this process's rows -> one global array
+
+`jax.jit` then runs the step SPMD: each device takes its share of the batch
+and the gradient all-reduce is inserted by the compiler. On several hosts,
+call `initialize_distributed` first; each process feeds its own rows.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """`jax.distributed.initialize`, for multi-host runs (SLURM fills in the arguments)."""
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
+def data_mesh(num_devices: int | None = None) -> Mesh:
+  """A 1-D mesh named "data" over the first `num_devices` devices (default: all)."""
+  devices = jax.devices()
+  if num_devices is not None:
+    if not 1 <= num_devices <= len(devices):
+      raise ValueError(f"num_devices: expected 1..{len(devices)}, got {num_devices}")
+    devices = devices[:num_devices]
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_divisible(batch_size: int, mesh: Mesh) -> None:
+  if batch_size % mesh.size:
+    raise ValueError(f"batch_size: {batch_size} does not split evenly over {mesh.size} "
+                     "devices; choose a multiple")
+
+
+def place_batch(local_batch, mesh: Mesh):
+  """This process's rows of a batch (pytree of `[B_local, ...]`) as global sharded arrays."""
+  sharding = batch_sharded(mesh)
+
+  def place(x):
+    x = np.asarray(x)
+    if x.ndim == 0:
+      return jax.device_put(x, replicated(mesh))
+    return jax.make_array_from_process_local_data(sharding, x)
+
+  return jax.tree_util.tree_map(place, local_batch)
+
+
+def place_state(state, mesh: Mesh):
+  """Replicates params and optimizer state; splits `state.extra` (`[B, ...]`) by batch."""
+  rep, split = replicated(mesh), batch_sharded(mesh)
+  put = lambda tree, sharding: jax.tree_util.tree_map(
+      lambda x: jax.device_put(x, sharding), tree)
+  return state._replace(step=put(state.step, rep), params=put(state.params, rep),
+                        opt_state=put(state.opt_state, rep), extra=put(state.extra, split))

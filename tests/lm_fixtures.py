@@ -1,0 +1,33 @@
+"""A small synthetic PTB-shaped corpus, so trainer tests never need the real data."""
+
+import os
+
+import numpy as np
+
+
+def write_fake_ptb(root: str, *, train_lines=300, eval_lines=80, vocab=60, seed=0) -> str:
+  """Writes root/ptb/ptb.{train,valid,test}.txt in PTB's format; returns root.
+
+  Lines start with a space and end with " \\n" like Mikolov's files; words
+  follow a simple Markov chain so that a model can learn something.
+  """
+  rng = np.random.default_rng(seed)
+  words = [f"w{i}" for i in range(vocab - 1)] + ["<unk>"]
+  successor = rng.integers(0, vocab, size=vocab)
+
+  def lines(n):
+    out = []
+    for _ in range(n):
+      w = rng.integers(0, vocab)
+      toks = []
+      for _ in range(rng.integers(3, 12)):
+        toks.append(words[w])
+        w = successor[w] if rng.random() < 0.8 else rng.integers(0, vocab)
+      out.append(" " + " ".join(toks) + " \n")
+    return "".join(out)
+
+  os.makedirs(os.path.join(root, "ptb"), exist_ok=True)
+  for name, n in (("train", train_lines), ("valid", eval_lines), ("test", eval_lines)):
+    with open(os.path.join(root, "ptb", f"ptb.{name}.txt"), "w") as f:
+      f.write(lines(n))
+  return root
