@@ -129,7 +129,7 @@ def _mask_padding(ys: Array, seq_lengths: Array | None) -> Array:
 
 
 def stack(layers: Sequence[Layer], *, residual_from: int | None = None,
-          dropout_rate: float = 0.0) -> Layer:
+          dropout_rate: float = 0.0, dropout_per_sequence: bool = False) -> Layer:
   """L layers on top of each other, with residuals and dropout between them.
 
   For layer l (0-based) with input x_l:
@@ -143,6 +143,8 @@ def stack(layers: Sequence[Layer], *, residual_from: int | None = None,
   GNMT's equations. Dropout (inverted, `rate = dropout_rate`) acts only on the
   connections between layers, never on the recurrence (Zaremba et al. 2014);
   it needs `training=True` and a `key`, one fresh key per layer folded from it.
+  With `dropout_per_sequence` each sequence keeps one mask for all its steps
+  (Gal & Ghahramani 2016) instead of a fresh mask per step.
   Outputs past each length stay zero.
 
   Params are `{"layer_0": ..., "layer_1": ...}`; the final carry is a tuple with
@@ -152,8 +154,10 @@ def stack(layers: Sequence[Layer], *, residual_from: int | None = None,
     layers: the layers, bottom first.
     residual_from: first layer index with a residual connection, or None.
     dropout_rate: dropout probability between layers.
+    dropout_per_sequence: share each dropout mask over the time axis.
   """
   layers = tuple(layers)
+  broadcast_dims = (1,) if dropout_per_sequence else ()
   if not layers:
     raise ValueError("layers: a stack needs at least one layer")
   if residual_from is not None and not 0 <= residual_from < len(layers):
@@ -190,7 +194,8 @@ def stack(layers: Sequence[Layer], *, residual_from: int | None = None,
     for l, layer in enumerate(layers):
       layer_in = x
       if l > 0 and training and dropout_rate > 0:
-        layer_in = regularizers.dropout(jax.random.fold_in(key, l), x, dropout_rate)
+        layer_in = regularizers.dropout(jax.random.fold_in(key, l), x, dropout_rate,
+                                        broadcast_dims=broadcast_dims)
       carry = None if initial_carry is None else initial_carry[l]
       layer_key = None if key is None else jax.random.fold_in(key, len(layers) + l)
       y, final = layer.apply(params[f"layer_{l}"], layer_in, seq_lengths=seq_lengths,

@@ -118,9 +118,10 @@ def zeros_carry(hidden_size: int, num_states: int, state_type):
   def initial_carry(batch_shape=(), dtype=jnp.float32):
     if isinstance(batch_shape, int):
       batch_shape = (batch_shape,)
-    zeros = jnp.zeros((*batch_shape, hidden_size), dtype)
+    shape = (*batch_shape, hidden_size)
     if state_type is None:
-      return zeros
-    return state_type(*([zeros] * num_states))
+      return jnp.zeros(shape, dtype)
+    # Distinct buffers, so that donating a carry never donates one buffer twice.
+    return state_type(*(jnp.zeros(shape, dtype) for _ in range(num_states)))
 
   return initial_carry
