@@ -18,16 +18,26 @@ def gru(hidden_size: int, *, reset_after: bool = False, use_bias: bool = True,
 
   Equations, x_t `[*B, D]`, h `[*B, H]`, gate order `r, z, n` (PyTorch's):
 
-      r_t = σ(x_t W_ir + h_{t-1} W_hr + b_r)
-      z_t = σ(x_t W_iz + h_{t-1} W_hz + b_z)
-      n_t = tanh(x_t W_in + (r_t ⊙ h_{t-1}) W_hn + b_n)          # reset_after=False
-      n_t = tanh(x_t W_in + b_n + r_t ⊙ (h_{t-1} W_hn + b_hn))   # reset_after=True
-      h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+      h̄   = h_{t-1} ⊙ m_s                                  # the h the matmuls see
+      r_t = σ(x_t W_ir + h̄ W_hr + b_r)
+      z_t = σ(x_t W_iz + h̄ W_hz + b_z)
+      n_t = tanh(x_t W_in + (r_t ⊙ h̄) W_hn + b_n)            # reset_after=False
+      n_t = tanh(x_t W_in + b_n + r_t ⊙ (h̄ W_hn + b_hn))     # reset_after=True
+      h_t = (1 - z_t) ⊙ (n_t ⊙ m_u) + z_t ⊙ h_{t-1}
 
   `reset_after=False` is the original form, as the lecture writes it: the
   reset gate scales h before the recurrent matmul, so that matmul waits for
   r_t. `reset_after=True` is the form of cuDNN, PyTorch `nn.GRU` and Keras
   (`reset_after=True`): all three recurrent matmuls run at once.
+
+  m_s and m_u are optional masks `[*B, H]` (`step(..., state_mask=m_s,
+  update_mask=m_u)`; both default to ones, and without them the step runs no
+  extra ops). `state_mask` scales h_{t-1} wherever it enters a recurrent
+  matmul, all three of them (Gal & Ghahramani 2016); the h_{t-1} carried into
+  the interpolation z_t ⊙ h_{t-1} is never masked. `update_mask` scales the
+  candidate n_t only (Semeniuta et al. 2016), so a dropped unit keeps z_t ⊙
+  h_{t-1} instead of losing its memory. The masks are plain multipliers:
+  `rnn_jax.regularizers` draws them (and scales them by 1/(1 - rate)).
 
   Params: `w_ih [D, 3H]`, `w_hh [H, 3H]`, `b [3H]`, and `b_hn [H]` when
   `reset_after` (b_hn sits inside r ⊙ (...), so it cannot fold into b).
@@ -61,26 +71,30 @@ def gru(hidden_size: int, *, reset_after: bool = False, use_bias: bool = True,
         params["b_hn"] = jnp.zeros((H,), param_dtype)
     return params
 
-  def step(params: base.Params, h: Array, x_t: Array):
+  def step(params: base.Params, h: Array, x_t: Array, *,
+           state_mask: Array | None = None, update_mask: Array | None = None):
     base.check_input_size(x_t, params["w_ih"], "gru")
+    h_rec = h if state_mask is None else h * state_mask  # [*B, H], enters the matmuls
     xw = x_t @ params["w_ih"]  # [*B, 3H]
     if use_bias:
       xw = xw + params["b"]
     x_r, x_z, x_n = jnp.split(xw, 3, axis=-1)
     w_hh = params["w_hh"]
     if reset_after:
-      h_r, h_z, h_n = jnp.split(h @ w_hh, 3, axis=-1)  # one [H, 3H] matmul
+      h_r, h_z, h_n = jnp.split(h_rec @ w_hh, 3, axis=-1)  # one [H, 3H] matmul
       if use_bias:
         h_n = h_n + params["b_hn"]
       r = jax.nn.sigmoid(x_r + h_r)
       z = jax.nn.sigmoid(x_z + h_z)
       n = jnp.tanh(x_n + r * h_n)
     else:
-      h_rz = h @ w_hh[:, :2 * H]  # [*B, 2H]
+      h_rz = h_rec @ w_hh[:, :2 * H]  # [*B, 2H]
       r = jax.nn.sigmoid(x_r + h_rz[..., :H])
       z = jax.nn.sigmoid(x_z + h_rz[..., H:])
-      n = jnp.tanh(x_n + (r * h) @ w_hh[:, 2 * H:])
-    h_new = (1.0 - z) * n + z * h
+      n = jnp.tanh(x_n + (r * h_rec) @ w_hh[:, 2 * H:])
+    if update_mask is not None:
+      n = n * update_mask
+    h_new = (1.0 - z) * n + z * h  # the carried h, never state-masked
     return h_new, h_new
 
   return base.Cell(
@@ -90,4 +104,5 @@ def gru(hidden_size: int, *, reset_after: bool = False, use_bias: bool = True,
       initial_carry=base.zeros_carry(H, 1, None),
       step=step,
       input_size=lambda params: params["w_ih"].shape[0],
+      step_kwargs=frozenset({"state_mask", "update_mask"}),
       hparams=dict(reset_after=reset_after, use_bias=use_bias))

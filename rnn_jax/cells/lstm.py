@@ -46,14 +46,14 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, peephole: bool = False,
   Equations (⊙ elementwise, σ the logistic sigmoid), for x_t `[*B, D]`,
   h, c `[*B, H]`:
 
-      z   = x_t W_ih + h_{t-1} W_hh                  # [*B, G*H], gates fused
+      z   = x_t W_ih + (h_{t-1} ⊙ m_s) W_hh          # [*B, G*H], gates fused
       z   = LN_g(z) * γ_g                            # layer_norm: per gate g
       z   = z + b
       i_t = σ(z_i + w_ci ⊙ c_{t-1})                  # peephole: w_ci ⊙ c_{t-1}
       f_t = σ(z_f + w_cf ⊙ c_{t-1})                  # peephole: w_cf ⊙ c_{t-1}
       i_t = 1 - f_t                                  # coupled: replaces the above i_t
       g_t = tanh(z_g)
-      c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+      c_t = f_t ⊙ c_{t-1} + i_t ⊙ (g_t ⊙ m_u)
       o_t = σ(z_o + w_co ⊙ c_t)                      # peephole sees the new c_t
       h_t = o_t ⊙ tanh(c_t)                          # layer_norm: tanh(LN(c_t) * γ_c + β_c)
 
@@ -61,6 +61,16 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, peephole: bool = False,
   Layer norm follows RNMT+ (Chen et al. 2018): each gate's pre-activation is
   normalised on its own (b then acts as the LN shift), and so is the cell
   before its tanh.
+
+  m_s and m_u are optional masks `[*B, H]` (`step(..., state_mask=m_s,
+  update_mask=m_u)`; both default to ones, and without them the step runs no
+  extra ops). `state_mask` scales h_{t-1} only where it enters the recurrent
+  matmul (Gal & Ghahramani 2016, the tied form: one mask for all gates); the
+  peepholes and the carried c_{t-1} never see it. `update_mask` scales the
+  candidate g_t only, so dropping it never erases the memory c_{t-1}
+  (Semeniuta et al. 2016, "recurrent dropout without memory loss"). The masks
+  are plain multipliers: `rnn_jax.regularizers` draws them (and scales them by
+  1/(1 - rate)).
 
   Params (a plain dict), gate order `i, f, g, o` (PyTorch's), or `f, g, o`
   when `coupled` (G = 3):
@@ -121,10 +131,12 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, peephole: bool = False,
       params["ln_cell_bias"] = jnp.zeros((H,), param_dtype)
     return params
 
-  def step(params: base.Params, carry: LSTMState, x_t: Array):
+  def step(params: base.Params, carry: LSTMState, x_t: Array, *,
+           state_mask: Array | None = None, update_mask: Array | None = None):
     base.check_input_size(x_t, params["w_ih"], "lstm")
     h, c = carry
-    z = x_t @ params["w_ih"] + h @ params["w_hh"]  # [*B, G*H]
+    h_rec = h if state_mask is None else h * state_mask  # [*B, H]
+    z = x_t @ params["w_ih"] + h_rec @ params["w_hh"]  # [*B, G*H]
     if layer_norm:
       z = group_layer_norm(z, params["ln_gates_scale"], None, num_gates)
     if use_bias:
@@ -140,6 +152,8 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, peephole: bool = False,
     f = jax.nn.sigmoid(z_f)
     i = 1.0 - f if coupled else jax.nn.sigmoid(z_i)
     g = jnp.tanh(z_g)
+    if update_mask is not None:
+      g = g * update_mask
     c_new = f * c + i * g
     if peephole:
       z_o = z_o + params["w_co"] * c_new
@@ -158,5 +172,6 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, peephole: bool = False,
       initial_carry=base.zeros_carry(H, 2, LSTMState),
       step=step,
       input_size=lambda params: params["w_ih"].shape[0],
+      step_kwargs=frozenset({"state_mask", "update_mask"}),
       hparams=dict(forget_bias=forget_bias, peephole=peephole, coupled=coupled,
                    layer_norm=layer_norm, use_bias=use_bias))
