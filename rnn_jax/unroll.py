@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax import kernels
 from rnn_jax.cells.base import Cell
 
 Array = jax.Array
@@ -105,8 +106,9 @@ def _where_valid(valid: Array, new, old):
 def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
            reverse: bool = False, initial_carry=None,
            timestamps: Array | None = None, training: bool = False,
-           key: Array | None = None, unroll: int = 1, remat: bool = False):
-  """Runs `cell` over the time axis of a padded batch with `jax.lax.scan`.
+           key: Array | None = None, unroll: int = 1, remat: bool = False,
+           implementation: str = "auto"):
+  """Runs `cell` over the time axis of a padded batch.
 
   Args:
     cell: a `Cell`.
@@ -125,12 +127,23 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
     unroll: how many steps `lax.scan` unrolls per iteration.
     remat: rematerialise each step in the backward pass (`jax.checkpoint`):
       memory O(T * carry) instead of O(T * all activations), for long sequences.
+    implementation: "scan" (`lax.scan` over `cell.step`, autodiff backward),
+      "fused" (a kernel of `rnn_jax.kernels`: hoisted input projection and a
+      hand-written backward pass), or "auto": fused where a kernel supports
+      the cell and no step option (remat, timestamps, random masks) is in
+      play, scan otherwise. All compute the same function.
 
   Returns:
     `(ys, final_carry)`: ys `[B, T, H]`, zero past each length; final_carry
     the carry at each sequence's last valid step (see the module docstring).
   """
   check_unroll_inputs(cell, params, xs, seq_lengths, initial_carry, timestamps)
+  if implementation not in ("auto", "scan", "fused"):
+    raise ValueError(f"implementation: expected auto, scan or fused, got {implementation!r}")
+  if implementation == "fused" or (implementation == "auto" and not remat
+                                   and kernels.fused_supports(cell)):
+    return kernels.fused_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
+                                initial_carry=initial_carry)
   B, T, _ = xs.shape
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)

@@ -1,0 +1,37 @@
+"""Custom sequence kernels, each beside the reference it is tested against.
+
+`unroll(..., implementation="auto")` picks a kernel here when one supports
+the cell, and the generic `lax.scan` over `cell.step` otherwise.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from rnn_jax.cells.base import Cell
+from rnn_jax.cells.lstm import LSTMState
+from rnn_jax.kernels.fused_lstm import lstm_sequence
+
+
+def fused_supports(cell: Cell) -> bool:
+  """True when a fused kernel computes exactly what `cell.step` does."""
+  hp = cell.hparams
+  return (cell.name == "lstm" and not hp.get("peephole") and not hp.get("coupled")
+          and not hp.get("layer_norm"))
+
+
+def fused_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
+                 initial_carry=None):
+  """`unroll` through the fused kernel: `xs [B, T, D]` -> `(ys [B, T, H], final_carry)`."""
+  if not fused_supports(cell):
+    raise ValueError(f"cell: no fused kernel for {cell.name} with {cell.hparams}")
+  B = xs.shape[0]
+  if initial_carry is None:
+    initial_carry = cell.initial_carry((B,), xs.dtype)
+  lengths = None if seq_lengths is None else jnp.asarray(seq_lengths, jnp.int32)
+  ys, h_n, c_n = lstm_sequence(params, jnp.swapaxes(xs, 0, 1), initial_carry.h,
+                               initial_carry.c, lengths, reverse)  # ys: [T, B, H]
+  return jnp.swapaxes(ys, 0, 1), LSTMState(h_n, c_n)
+
+
+__all__ = ["fused_supports", "fused_unroll", "lstm_sequence"]
