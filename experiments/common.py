@@ -75,7 +75,7 @@ def _flag_definer(tp):
     return flags.DEFINE_float
   if tp is str:
     return flags.DEFINE_string
-  if typing.get_origin(tp) is list:
+  if tp is list or typing.get_origin(tp) is list:
     return flags.DEFINE_list
   raise TypeError(f"config fields must be bool/int/float/str/list[str], got {tp}")
 
@@ -154,6 +154,16 @@ def prepare_workdir(experiment: str, config, workdir: str | None = None) -> str:
   with open(os.path.join(workdir, "flags.txt"), "w") as f:
     f.write(config_to_flagfile(config, experiment, workdir))
   return workdir
+
+
+def existing_workdir() -> str:
+  """The `--workdir` of a finished or running run, for modes that only read it."""
+  workdir = _WORKDIR.value
+  if not workdir:
+    raise UserError("--workdir is required: the directory of a trained run")
+  if not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} does not exist")
+  return os.path.abspath(workdir)
 
 
 def data_path(config, *parts: str) -> str:

@@ -1,0 +1,61 @@
+"""The GNMT experiment's config: one frozen dataclass, every field a flag."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from experiments.common import RunConfig, field
+
+
+@dataclasses.dataclass(frozen=True)
+class GNMTConfig(RunConfig):
+  """Multilingual GNMT (Wu et al. 2016; Johnson et al. 2017)."""
+  mode: str = field("train", "train, or translate (reads --input_file or stdin, writes "
+                    "--output_file or stdout, with the workdir's checkpoint).")
+  corpus: str = field("numbers", "numbers (embedded, generated with num2words), multi30k "
+                      "(data_dir/multi30k), or a TFDS WMT builder: wmt14_translate, wmt_t2t.")
+  train_directions: list = field(["en-de", "de-en", "en-fr", "fr-en", "en-es", "es-en"],
+                                 "Directions trained on, src-tgt.")
+  zero_shot_directions: list = field(["de-fr", "fr-de"], "Directions never trained on, "
+                                     "evaluated to measure zero-shot translation.")
+  num_train_sentences: int = field(20000, "numbers: sentences per language in train.")
+  num_eval_sentences: int = field(300, "numbers: sentences per language in valid and test.")
+  eval_max_sentences: int = field(200, "Evaluate during training on at most this many "
+                                  "sentences per direction (the final test uses all).")
+  vocab_size: int = field(600, "Shared sentencepiece vocabulary (the numbers corpus has "
+                          "under 900 distinct subwords).")
+  spm_model_type: str = field("unigram", "sentencepiece model type: unigram or bpe.")
+  max_source_len: int = field(80, "Source tokens kept (with the <2xx> token and EOS); longer "
+                              "inputs are truncated, documented and counted.")
+  max_target_len: int = field(80, "Target tokens kept (with EOS); also the decoding limit.")
+  hidden_size: int = field(64, "H: embeddings, LSTM layers, attention.")
+  num_layers: int = field(8, "Layers of the encoder and of the decoder.")
+  residual_from: int = field(2, "First layer (0-based) with a residual connection; -1: none.")
+  bidirectional_bottom: bool = field(True, "Bi-directional bottom encoder layer.")
+  reverse_source: bool = field(False, "Reverse the source (Sutskever et al. 2014).")
+  attention: str = field("normed_bahdanau", "bahdanau, normed_bahdanau, luong_dot or luong_general.")
+  attention_architecture: str = field("gnmt", "gnmt: upper decoder layers read the context of "
+                                      "the previous step (the paper); gnmt_v2: of this step.")
+  attention_size: int = field(0, "Bahdanau attention's hidden size (0: hidden_size).")
+  input_feeding: bool = field(True, "Feed the previous context to the bottom decoder layer.")
+  dropout: float = field(0.0, "Dropout on embeddings, between layers, before the softmax.")
+  label_smoothing: float = field(0.1, "Label smoothing of the training loss.")
+  init_scale: float = field(0.1, "Embeddings and output layer uniform in [-s, s].")
+  optimizer: str = field("adam", "adam, or sgd (GNMT's plain SGD; use a large learning rate).")
+  learning_rate: float = field(2e-3, "Peak learning rate.")
+  warmup_steps: int = field(0, "Linear warmup steps.")
+  decay_scheme: str = field("", "'' (constant after warmup) or luong234 (tensorflow/nmt: four "
+                            "halvings over the last third of training).")
+  max_grad_norm: float = field(5.0, "Clip the gradient's global norm (0: no clipping).")
+  batch_size: int = field(64, "Sentence pairs per step.")
+  train_steps: int = field(3000, "Training steps (--max_steps overrides).")
+  beam_size: int = field(4, "Beam size for evaluation; 0 decodes greedily.")
+  length_penalty: float = field(0.6, "GNMT's alpha: lp = ((5 + |Y|) / 6)^alpha.")
+  coverage_penalty: float = field(0.0, "GNMT's beta for the coverage penalty.")
+  temperature: float = field(0.0, "translate: > 0 samples with this temperature instead of "
+                             "beam search.")
+  eval_batch_size: int = field(100, "Sentences per decoding batch.")
+  num_attention_plots: int = field(2, "Attention heatmaps written per evaluated direction.")
+  target_lang: str = field("", "translate: the language to translate into.")
+  input_file: str = field("", "translate: file to translate (default stdin).")
+  output_file: str = field("", "translate: where to write (default stdout).")

@@ -1,0 +1,137 @@
+"""Greedy, sampling and beam-search decoding, all under `jit` with fixed shapes.
+
+Beam search follows GNMT (Wu et al. 2016, eq. 14) as tensorflow/nmt does:
+
+    s(Y, X) = log P(Y | X) / lp(Y) + cp(X; Y)
+    lp(Y)   = (5 + |Y|)^α / (5 + 1)^α
+    cp(X;Y) = β Σ_{i in source} log(min(Σ_j p_{i,j}, 1.0))
+
+where p_{i,j} is the attention weight of target step j on source position i.
+Hypotheses are ranked by s at every step; a hypothesis that produced EOS stays
+in the beam unchanged (it only extends with EOS at no cost), and the coverage
+penalty counts for hypotheses finished at an earlier step; the final choice
+applies both penalties to every hypothesis. With one beam this is exactly
+greedy decoding: at each step the candidates of the live beam share the
+length and the coverage, so they are ranked by the token's log-probability.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def length_penalty(length: Array, alpha: float) -> Array:
+  """GNMT's lp(Y) = ((5 + |Y|) / 6)^α."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+def coverage_penalty(coverage: Array, source_mask: Array, beta: float) -> Array:
+  """GNMT's cp = β Σ_i log(min(coverage_i, 1)) over real source positions; `[..., S]` -> `[...]`."""
+  logs = jnp.log(jnp.clip(coverage, 1e-20, 1.0))
+  return beta * jnp.sum(jnp.where(source_mask, logs, 0.0), axis=-1)
+
+
+class Decoded(NamedTuple):
+  tokens: Array    # [B, U] ids, EOS and what follows it replaced by padding (0)
+  lengths: Array   # [B] tokens before EOS
+  weights: Array   # [B, U, S] attention weights of the chosen output
+  scores: Array    # [B] the hypothesis' score (log-prob for greedy / sampling)
+
+
+def _finish(tokens, weights, scores, eos: int, pad: int) -> Decoded:
+  is_eos = tokens == eos
+  seen = jnp.cumsum(is_eos, axis=1) > 0  # at or after the first EOS
+  lengths = jnp.argmax(is_eos, axis=1)
+  lengths = jnp.where(is_eos.any(1), lengths, tokens.shape[1])
+  return Decoded(jnp.where(seen, pad, tokens), lengths, weights, scores)
+
+
+def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos: int,
+                     eos: int, pad: int = 0, temperature: float = 0.0, key=None) -> Decoded:
+  """Greedy decoding (`temperature == 0`) or ancestral sampling from softmax(logits / T)."""
+  if temperature > 0 and key is None:
+    raise ValueError("key: sampling needs a PRNG key")
+  B = source.shape[0]
+  encoded = model.encode(params, source, source_lengths)
+  state = model.initial_decoder_state(B)
+
+  def body(carry, t):
+    state, tokens, done, score = carry
+    state, log_probs, weights = model.decode_step(params, encoded.memory, state, tokens)
+    if temperature > 0:
+      nxt = jax.random.categorical(jax.random.fold_in(key, t), log_probs / temperature)
+    else:
+      nxt = jnp.argmax(log_probs, axis=-1)
+    nxt = jnp.where(done, eos, nxt)
+    score = score + jnp.where(done, 0.0, jnp.take_along_axis(log_probs, nxt[:, None], 1)[:, 0])
+    return (state, nxt, done | (nxt == eos), score), (nxt, weights)
+
+  init = (state, jnp.full((B,), bos, jnp.int32), jnp.zeros((B,), bool), jnp.zeros((B,)))
+  (_, _, _, score), (tokens, weights) = jax.lax.scan(body, init, jnp.arange(max_len))
+  return _finish(tokens.T, jnp.swapaxes(weights, 0, 1), score, eos, pad)
+
+
+def _tile(tree, K: int):
+  """Repeats every `[B, ...]` leaf K times along the batch: `[B * K, ...]`, beams adjacent."""
+  return jax.tree_util.tree_map(lambda a: jnp.repeat(a, K, axis=0), tree)
+
+
+def beam_search(model, params, source, source_lengths, *, beam_size: int, max_len: int,
+                bos: int, eos: int, pad: int = 0, alpha: float = 0.0,
+                beta: float = 0.0) -> Decoded:
+  """Batched beam search with GNMT's length and coverage penalties (module docstring)."""
+  B, S = source.shape
+  K = beam_size
+  encoded = model.encode(params, source, source_lengths)
+  memory = _tile(encoded.memory, K)  # [B*K, S, ...]
+  source_mask = encoded.memory.mask[:, None, :]  # [B, 1, S]
+  V = model.V
+  vocab = jnp.arange(V)
+  eos_only = jnp.where(vocab == eos, 0.0, -jnp.inf)  # a finished beam's only continuation
+
+  def gather(a, parent):  # a: [B, K, ...], parent: [B, K]
+    return jnp.take_along_axis(a, parent.reshape(B, K, *([1] * (a.ndim - 2))), axis=1)
+
+  def body(carry, t):
+    state, tokens, logp, length, finished, coverage, seqs, attn = carry
+    state, log_probs, weights = model.decode_step(params, memory, state, tokens.reshape(-1))
+    log_probs, weights = log_probs.reshape(B, K, V), weights.reshape(B, K, S)
+    cand_logp = logp[..., None] + jnp.where(finished[..., None], eos_only, log_probs)  # [B,K,V]
+    cand_length = length + jnp.where(finished, 0, 1)  # [B, K]
+    cand_coverage = coverage + jnp.where(finished[..., None], 0.0, weights)  # [B, K, S]
+    # The coverage penalty counts for hypotheses finished at an earlier step (as in
+    # tensorflow/nmt), so all candidates of a live beam share it.
+    cp = coverage_penalty(cand_coverage, source_mask, beta)[..., None]
+    scores = (cand_logp / length_penalty(cand_length, alpha)[..., None]
+              + jnp.where(finished[..., None], cp, 0.0))
+    _, index = jax.lax.top_k(scores.reshape(B, K * V), K)  # [B, K]
+    parent, token = index // V, index % V
+    logp = jnp.take_along_axis(cand_logp.reshape(B, K * V), index, axis=1)
+    finished = gather(finished, parent) | (token == eos)
+    length, coverage = gather(cand_length, parent), gather(cand_coverage, parent)
+    seqs = gather(seqs, parent).at[:, :, t].set(token)
+    attn = gather(attn, parent).at[:, :, t].set(gather(weights, parent))
+    state = jax.tree_util.tree_map(
+        lambda a: gather(a.reshape(B, K, *a.shape[1:]), parent).reshape(B * K, *a.shape[1:]),
+        state)
+    return (state, token, logp, length, finished, coverage, seqs, attn), None
+
+  init = (model.initial_decoder_state(B * K),
+          jnp.full((B, K), bos, jnp.int32),
+          jnp.tile(jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf), (B, 1)),  # one live beam
+          jnp.zeros((B, K), jnp.int32),
+          jnp.zeros((B, K), bool),
+          jnp.zeros((B, K, S)),
+          jnp.zeros((B, K, max_len), jnp.int32),
+          jnp.zeros((B, K, max_len, S)))
+  (_, _, logp, length, _, coverage, seqs, attn), _ = jax.lax.scan(
+      body, init, jnp.arange(max_len))
+  final = logp / length_penalty(length, alpha) + coverage_penalty(coverage, source_mask, beta)
+  best = jnp.argmax(final, axis=1)  # [B]
+  pick = lambda a: jnp.take_along_axis(a, best.reshape(B, *([1] * (a.ndim - 1))), axis=1)[:, 0]
+  return _finish(pick(seqs), pick(attn), pick(final), eos, pad)

@@ -1,0 +1,185 @@
+"""The GNMT model (Wu et al. 2016): 8-layer residual LSTM encoder and decoder with attention.
+
+Encoder (`[B, S]` source ids -> memory `[B, S, H]`):
+
+    layer 0      bi-directional LSTM (H per direction, concatenated: 2H)   # bidirectional_bottom
+    layer 1      LSTM 2H -> H
+    layers 2..7  LSTM H -> H, residual: x_{l+1} = LSTM_l(x_l) + x_l         # residual_from = 2
+
+Decoder, one step (y_{t-1} the previous target token, a the attention context):
+
+    h^0_t       = LSTM_0([E y_{t-1}; a_{t-1}])        # input feeding; E y_{t-1} alone without it
+    a_t, α_t    = attention(query=h^0_t, memory)      # from the bottom layer's output
+    h^l_t       = LSTM_l([h^{l-1}_t; a*]) (+ h^{l-1}_t for l >= residual_from)
+                  a* = a_{t-1} for "gnmt" (the paper: upper layers see the context computed
+                  from the bottom layer's previous output), a_t for "gnmt_v2" (tensorflow/nmt)
+    p(y_t)      = softmax(W h^{L-1}_t + b)
+
+Training runs the decoder layer by layer rather than step by step: a scan over
+the bottom layer and the attention (they feed each other), then every upper
+layer as one `rnn_jax.unroll` over the whole target, which lets the fused
+kernels run. `decode_step` runs the same network one step at a time for
+greedy, sampling and beam search; a test holds the two to the same logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from experiments.gnmt import attention as attention_lib
+from rnn_jax import cells, layers, regularizers
+from rnn_jax.unroll import unroll
+
+Array = jax.Array
+ARCHITECTURES = ("gnmt", "gnmt_v2")
+
+
+class DecoderState(NamedTuple):
+  carries: tuple          # L x LSTMState, each [N, H]
+  context: Array          # [N, M], the attention context of the last step
+
+
+class Encoded(NamedTuple):
+  memory: attention_lib.Memory
+  final: Any
+
+
+def reverse_valid(ids: Array, lengths: Array) -> Array:
+  """Reverses each row's first `lengths[b]` entries, padding stays at the end."""
+  S = ids.shape[1]
+  t = jnp.arange(S)[None, :]
+  index = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+  return jnp.take_along_axis(ids, index, axis=1)
+
+
+class GNMT:
+  """Pure functions of a GNMT model built from a config (see `config.GNMTConfig`)."""
+
+  def __init__(self, config, vocab_size: int):
+    if config.attention_architecture not in ARCHITECTURES:
+      raise ValueError(f"attention_architecture: expected one of {ARCHITECTURES}, got "
+                       f"{config.attention_architecture!r}")
+    if config.num_layers < 1:
+      raise ValueError(f"num_layers: expected >= 1, got {config.num_layers}")
+    self.config = config
+    self.V = vocab_size
+    H = config.hidden_size
+    self.H = H
+    self.cell = cells.lstm(H)
+    residual_from = config.residual_from if config.residual_from >= 0 else None
+    if residual_from is not None and residual_from >= config.num_layers:
+      residual_from = None
+    self.residual_from = residual_from
+    enc_layers = []
+    for l in range(config.num_layers):
+      if l == 0 and config.bidirectional_bottom:
+        enc_layers.append(layers.bidirectional(cells.lstm(H)))
+      else:
+        enc_layers.append(layers.rnn(cells.lstm(H)))
+    enc_residual = residual_from
+    if config.bidirectional_bottom and enc_residual is not None and enc_residual < 2:
+      enc_residual = 2 if config.num_layers > 2 else None  # 2H -> H cannot be residual
+    self.encoder = layers.stack(enc_layers, residual_from=enc_residual,
+                                dropout_rate=config.dropout)
+    self.memory_size = self.encoder.output_size(H)
+
+  # -- parameters ---------------------------------------------------------------------
+  def init(self, key):
+    c, H, M = self.config, self.H, self.memory_size
+    k_src, k_tgt, k_enc, k_dec, k_att, k_out = jax.random.split(key, 6)
+    uniform = lambda k, shape: jax.random.uniform(k, shape, minval=-c.init_scale,
+                                                  maxval=c.init_scale)
+    bottom_in = H + (M if c.input_feeding else 0)
+    dec = {}
+    for l, k in enumerate(jax.random.split(k_dec, c.num_layers)):
+      dec[f"layer_{l}"] = self.cell.init(k, bottom_in if l == 0 else H + M)
+    return {
+        "embed_source": uniform(k_src, (self.V, H)),
+        "embed_target": uniform(k_tgt, (self.V, H)),
+        "encoder": self.encoder.init(k_enc, H),
+        "decoder": dec,
+        "attention": attention_lib.init(k_att, c.attention, H, M, c.attention_size or H),
+        "w_out": uniform(k_out, (H, self.V)),
+        "b_out": jnp.zeros((self.V,)),
+    }
+
+  # -- encoder ------------------------------------------------------------------------
+  def encode(self, params, source, source_lengths, *, training=False, key=None) -> Encoded:
+    """`source [B, S]` ids -> memory over `[B, S, M]` encoder outputs."""
+    c = self.config
+    if c.reverse_source:
+      source = reverse_valid(source, source_lengths)
+    x = jnp.take(params["embed_source"], source, axis=0)  # [B, S, H]
+    k_in, k_enc = jax.random.split(key) if key is not None else (None, None)
+    if training and c.dropout > 0:
+      x = regularizers.dropout(k_in, x, c.dropout)
+    values, final = self.encoder.apply(params["encoder"], x, seq_lengths=source_lengths,
+                                       training=training, key=k_enc)  # [B, S, M]
+    mask = jnp.arange(source.shape[1])[None, :] < source_lengths[:, None]  # [B, S]
+    memory = attention_lib.prepare(params["attention"], c.attention, values, mask)
+    return Encoded(memory, final)
+
+  # -- decoder, whole target at once (training, teacher forcing) ----------------------
+  def decode_train(self, params, encoded: Encoded, target_in, *, training=False, key=None):
+    """`target_in [B, U]` ids (starting with BOS) -> logits `[B, U, V]`, weights `[B, U, S]`."""
+    c, H = self.config, self.H
+    B, U = target_in.shape
+    keys = list(jax.random.split(key, c.num_layers + 2)) if key is not None else [None] * (c.num_layers + 2)
+    drop = lambda k, x: regularizers.dropout(k, x, c.dropout) if training and c.dropout > 0 else x
+    x = drop(keys[-2], jnp.take(params["embed_target"], target_in, axis=0))  # [B, U, H]
+    memory, att = encoded.memory, params["attention"]
+    context0 = jnp.zeros((B, self.memory_size), x.dtype)
+
+    if c.input_feeding:  # the bottom layer and the attention feed each other: one scan
+      def body(carry, x_t):
+        state, context = carry
+        state, h = self.cell.step(params["decoder"]["layer_0"], state,
+                                  jnp.concatenate([x_t, context], -1))
+        context, weights = attention_lib.attend(att, c.attention, memory, h)
+        return (state, context), (h, context, weights)
+
+      _, (h, contexts, weights) = jax.lax.scan(
+          body, (self.cell.initial_carry((B,)), context0), jnp.swapaxes(x, 0, 1))
+      h, contexts, weights = (jnp.swapaxes(a, 0, 1) for a in (h, contexts, weights))
+    else:  # the bottom layer runs alone (fused kernel), then all attention at once
+      h, _ = unroll(self.cell, params["decoder"]["layer_0"], x)  # [B, U, H]
+      contexts, weights = attention_lib.attend_all(att, c.attention, memory, h)
+    # contexts[:, t] = a_t. "gnmt" upper layers read a_{t-1}; "gnmt_v2" read a_t.
+    if c.attention_architecture == "gnmt":
+      upper_context = jnp.concatenate([context0[:, None], contexts[:, :-1]], 1)
+    else:
+      upper_context = contexts
+    for l in range(1, c.num_layers):
+      layer_in = jnp.concatenate([drop(keys[l], h), upper_context], -1)  # [B, U, H + M]
+      y, _ = unroll(self.cell, params["decoder"][f"layer_{l}"], layer_in)
+      h = y + h if self._residual(l) else y
+    logits = drop(keys[-1], h) @ params["w_out"] + params["b_out"]  # [B, U, V]
+    return logits, weights
+
+  def _residual(self, l: int) -> bool:
+    return self.residual_from is not None and l >= self.residual_from
+
+  # -- decoder, one step (inference) --------------------------------------------------
+  def initial_decoder_state(self, batch_size: int) -> DecoderState:
+    return DecoderState(tuple(self.cell.initial_carry((batch_size,))
+                              for _ in range(self.config.num_layers)),
+                        jnp.zeros((batch_size, self.memory_size)))
+
+  def decode_step(self, params, memory: attention_lib.Memory, state: DecoderState, tokens):
+    """`tokens [N]` -> (new state, log-probs `[N, V]`, attention weights `[N, S]`)."""
+    c = self.config
+    x = jnp.take(params["embed_target"], tokens, axis=0)  # [N, H]
+    bottom_in = jnp.concatenate([x, state.context], -1) if c.input_feeding else x
+    carries = list(state.carries)
+    carries[0], h = self.cell.step(params["decoder"]["layer_0"], carries[0], bottom_in)
+    context, weights = attention_lib.attend(params["attention"], c.attention, memory, h)
+    upper_context = state.context if c.attention_architecture == "gnmt" else context
+    for l in range(1, c.num_layers):
+      carries[l], y = self.cell.step(params["decoder"][f"layer_{l}"], carries[l],
+                                     jnp.concatenate([h, upper_context], -1))
+      h = y + h if self._residual(l) else y
+    logits = h @ params["w_out"] + params["b_out"]
+    return DecoderState(tuple(carries), context), jax.nn.log_softmax(logits), weights

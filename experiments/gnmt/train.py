@@ -1,0 +1,276 @@
+"""`train_and_evaluate(config, workdir)` and `translate(config, workdir)` for GNMT."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import sacrebleu
+
+from experiments.common import UserError
+from experiments.gnmt import data as data_lib
+from experiments.gnmt import decode as decode_lib
+from experiments.gnmt import model as model_lib
+from experiments.gnmt import plots
+from rnn_jax import training
+
+
+def learning_rate_schedule(config, num_steps: int):
+  """Linear warmup, then constant, or tensorflow/nmt's luong234 (4 halvings in the last third)."""
+
+  def schedule(step):
+    lr = config.learning_rate
+    if config.warmup_steps > 0:
+      lr = lr * jnp.minimum(1.0, (step + 1) / config.warmup_steps)
+    if config.decay_scheme == "luong234":
+      start = (2 * num_steps) // 3
+      every = max(1, (num_steps - start) // 4)
+      halvings = jnp.clip((step - start) // every + 1, 0, 4)
+      lr = lr * jnp.where(step >= start, 0.5 ** halvings, 1.0)
+    return lr
+
+  return schedule
+
+
+def make_optimizer(config, num_steps: int):
+  schedule = learning_rate_schedule(config, num_steps)
+  if config.optimizer == "adam":
+    opt = optax.adam(schedule)
+  elif config.optimizer == "sgd":
+    opt = optax.sgd(schedule)
+  else:
+    raise UserError(f"--optimizer: expected adam or sgd, got {config.optimizer!r}")
+  if config.max_grad_norm > 0:
+    opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
+  return opt
+
+
+def make_loss_fn(config, model):
+
+  def loss_fn(params, extra, batch, key):
+    k_enc, k_dec = jax.random.split(key)
+    encoded = model.encode(params, batch["source"], batch["source_lengths"], training=True,
+                           key=k_enc)
+    logits, _ = model.decode_train(params, encoded, batch["target_in"], training=True,
+                                   key=k_dec)  # [B, U, V]
+    U = logits.shape[1]
+    mask = (jnp.arange(U)[None, :] < batch["target_lengths"][:, None]).astype(logits.dtype)
+    labels = jax.nn.one_hot(batch["target_out"], model.V)
+    smoothed = optax.smooth_labels(labels, config.label_smoothing) if config.label_smoothing else labels
+    ce = optax.softmax_cross_entropy(logits, smoothed)  # [B, U]
+    nll = optax.softmax_cross_entropy(logits, labels)
+    tokens = jnp.maximum(mask.sum(), 1.0)
+    loss = jnp.sum(ce * mask) / tokens
+    accuracy = jnp.sum((jnp.argmax(logits, -1) == batch["target_out"]) * mask) / tokens
+    return loss, (extra, {"nll": jnp.sum(nll * mask) / tokens, "accuracy": accuracy})
+
+  return loss_fn
+
+
+def check_config(config) -> None:
+  for name in ("hidden_size", "num_layers", "batch_size", "eval_batch_size", "vocab_size",
+               "max_source_len", "max_target_len"):
+    if getattr(config, name) < 1:
+      raise UserError(f"--{name}: expected a positive integer, got {getattr(config, name)}")
+  if config.max_source_len < 3 or config.max_target_len < 2:
+    raise UserError("--max_source_len must be >= 3 and --max_target_len >= 2")
+  if not 0.0 <= config.dropout < 1.0:
+    raise UserError(f"--dropout: expected a probability in [0, 1), got {config.dropout}")
+  if config.mode not in ("train", "translate"):
+    raise UserError(f"--mode: expected train or translate, got {config.mode!r}")
+  from experiments.gnmt import attention
+  if config.attention not in attention.TYPES:
+    raise UserError(f"--attention: expected one of {attention.TYPES}, got {config.attention!r}")
+  if config.attention_architecture not in model_lib.ARCHITECTURES:
+    raise UserError(f"--attention_architecture: expected one of {model_lib.ARCHITECTURES}, "
+                    f"got {config.attention_architecture!r}")
+  if config.attention == "luong_dot" and config.num_layers == 1 and config.bidirectional_bottom:
+    raise UserError("--attention=luong_dot needs the encoder output (2H with a single "
+                    "bi-directional layer) to match the decoder's H")
+
+
+class Translator:
+  """Batched, jitted decoding of text into a target language."""
+
+  def __init__(self, config, model, tokenizer: data_lib.Tokenizer):
+    self.config, self.model, self.tokenizer = config, model, tokenizer
+    kwargs = dict(max_len=config.max_target_len, bos=data_lib.BOS, eos=data_lib.EOS)
+    if config.temperature > 0:
+      self._decode = jax.jit(functools.partial(decode_lib.greedy_or_sample, model,
+                                               temperature=config.temperature, **kwargs))
+    elif config.beam_size > 0:
+      self._decode = jax.jit(functools.partial(
+          decode_lib.beam_search, model, beam_size=config.beam_size,
+          alpha=config.length_penalty, beta=config.coverage_penalty, **kwargs))
+    else:
+      self._decode = jax.jit(functools.partial(decode_lib.greedy_or_sample, model, **kwargs))
+
+  def __call__(self, params, sources: list[str], target_lang: str, key=None):
+    """Translates `sources`; returns (texts, decoded batches with their source ids)."""
+    texts, details = [], []
+    n = self.config.eval_batch_size
+    for lo in range(0, len(sources), n):
+      chunk = sources[lo:lo + n]
+      ids = [self.tokenizer.encode_source(s, target_lang, self.config.max_source_len)[0]
+             for s in chunk]
+      rows = ids + [ids[0]] * (n - len(ids))  # constant shapes: pad the last batch
+      source = data_lib.pad(rows, self.config.max_source_len)  # one shape, one compile
+      lengths = np.array([len(r) for r in rows], np.int32)
+      extra = {} if self.config.temperature <= 0 else {"key": jax.random.fold_in(key, lo)}
+      out = jax.device_get(self._decode(params, source, lengths, **extra))
+      for i in range(len(chunk)):
+        tokens = out.tokens[i, :out.lengths[i]]
+        texts.append(self.tokenizer.decode(tokens))
+        details.append((ids[i], tokens, out.weights[i, :out.lengths[i] + 1, :len(ids[i])]))
+    return texts, details
+
+
+def evaluate_directions(config, translator, params, pairs: dict, *, max_sentences: int | None,
+                        plot_dir: str | None = None) -> dict:
+  """BLEU and chrF (sacrebleu, on detokenized text) for every direction of `pairs`."""
+  metrics = {}
+  for (src, tgt), (src_lines, tgt_lines) in pairs.items():
+    keep = [i for i, (s, t) in enumerate(zip(src_lines, tgt_lines)) if s.strip() and t.strip()]
+    if max_sentences:
+      keep = keep[:max_sentences]
+    sources = [src_lines[i] for i in keep]
+    references = [tgt_lines[i] for i in keep]
+    hypotheses, details = translator(params, sources, tgt)
+    name = f"{src}-{tgt}"
+    metrics[f"bleu/{name}"] = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    metrics[f"chrf/{name}"] = sacrebleu.corpus_chrf(hypotheses, [references]).score
+    if plot_dir:
+      os.makedirs(plot_dir, exist_ok=True)
+      for i in range(min(config.num_attention_plots, len(details))):
+        source_ids, output_ids, weights = details[i]
+        sp = translator.tokenizer.sp
+        plots.attention_heatmap(
+            weights, [sp.id_to_piece(int(t)) for t in source_ids],
+            [sp.id_to_piece(int(t)) for t in output_ids] + ["</s>"],
+            os.path.join(plot_dir, f"attention_{name}_{i}.png"),
+            title=f"{name}: {hypotheses[i][:60]}")
+  return metrics
+
+
+def _summaries(metrics: dict, supervised, zero_shot) -> dict:
+  out = {}
+  for label, dirs in (("supervised", supervised), ("zero_shot", zero_shot)):
+    values = [metrics[f"bleu/{d}"] for d in dirs if f"bleu/{d}" in metrics]
+    if values:
+      out[f"bleu/mean_{label}"] = float(np.mean(values))
+      out[f"chrf/mean_{label}"] = float(np.mean([metrics[f"chrf/{d}"] for d in dirs]))
+  return out
+
+
+def build(config, workdir: str, corpus=None):
+  """Tokenizer, model and a fresh train state (the structure checkpoints restore into)."""
+  tokenizer = data_lib.tokenizer_for(workdir, corpus, config)
+  model = model_lib.GNMT(config, tokenizer.vocab_size)
+  num_steps = config.max_steps if config.max_steps > 0 else config.train_steps
+  optimizer = make_optimizer(config, num_steps)
+  key = jax.random.key(config.seed)
+  state = training.state.create_state(model.init(jax.random.fold_in(key, 0)), optimizer)
+  return tokenizer, model, optimizer, state, num_steps, key
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains multilingual GNMT in `workdir` (resuming if it can) and writes results.json."""
+  check_config(config)
+  start_time = time.time()
+  corpus = data_lib.load(config)
+  tokenizer, model, optimizer, state, num_steps, key = build(config, workdir, corpus)
+  examples, truncated = data_lib.encode_pairs(tokenizer, corpus.splits["train"], config)
+  mesh = training.data_mesh(config.num_devices or None)
+  training.parallel.check_divisible(config.batch_size, mesh)
+  n_proc, proc = jax.process_count(), jax.process_index()
+  per_proc = config.batch_size // n_proc
+  rows = slice(proc * per_proc, (proc + 1) * per_proc)
+  batches = data_lib.Batches(examples, config.batch_size, config.seed, config)
+  supervised = list(config.train_directions)
+  zero_shot = list(config.zero_shot_directions)
+  print(f"GNMT on {config.corpus}: {len(examples.source)} training pairs over "
+        f"{len(supervised)} directions ({truncated} truncated), vocabulary "
+        f"{tokenizer.vocab_size}, {num_steps} steps, {mesh.size} device(s)", flush=True)
+
+  translator = Translator(config, model, tokenizer)
+
+  def evaluate_valid(state):
+    metrics = evaluate_directions(config, translator, state.params, corpus.splits["valid"],
+                                  max_sentences=config.eval_max_sentences)
+    metrics.update(_summaries(metrics, supervised, zero_shot))
+    return {f"valid/{k}": v for k, v in metrics.items()}
+
+  state = training.fit(
+      workdir=workdir, experiment="gnmt", state=state,
+      train_step=training.make_train_step(make_loss_fn(config, model), optimizer),
+      batch_at=lambda step: batches(step, rows), num_steps=num_steps,
+      key=jax.random.fold_in(key, 1), evaluate=evaluate_valid,
+      eval_every=config.eval_every or 500, checkpoint_every=config.checkpoint_every,
+      log_every=config.log_every, mesh=mesh, items_per_step=config.batch_size,
+      items_name="sentences", progress=config.progress)
+
+  metrics = evaluate_directions(config, translator, state.params, corpus.splits["test"],
+                                max_sentences=None, plot_dir=os.path.join(workdir, "attention"))
+  results = dict(metrics)
+  results.update(_summaries(metrics, supervised, zero_shot))
+  results.update({"step": int(jax.device_get(state.step)), "zero_shot_directions": zero_shot,
+                  "supervised_directions": supervised, "truncated_training_pairs": truncated,
+                  "wall_time_s": time.time() - start_time})
+  training.MetricsWriter(workdir, resume_step=10**12, tensorboard=False,
+                         enabled=jax.process_index() == 0).write_results(results)
+  print("test: " + ", ".join(f"{k} {v:.1f}" for k, v in results.items()
+                             if isinstance(v, float) and k.startswith(("bleu", "chrf"))),
+        flush=True)
+  return results
+
+
+def translate(config, workdir: str, lines=None, out=None) -> list[str]:
+  """Translates `lines` (default: --input_file or stdin) with the workdir's latest checkpoint.
+
+  An empty input line gives an empty output line (and a warning); a line longer
+  than `max_source_len` tokens is truncated (and a warning says so).
+  """
+  check_config(config)
+  if not config.target_lang:
+    raise UserError("--target_lang is required in translate mode")
+  tokenizer, model, _, state, _, _ = build(config, workdir)
+  tokenizer.lang_token(config.target_lang)  # an unknown code fails before any work
+  checkpointer = training.Checkpointer(workdir, "gnmt")
+  checkpointer.check_owner()
+  restored, meta = checkpointer.restore_latest(state)
+  checkpointer.close()
+  if restored is None:
+    raise UserError(f"--workdir={workdir} has no checkpoint to translate with")
+  if lines is None:
+    if config.input_file:
+      with open(config.input_file, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    else:
+      lines = sys.stdin.read().splitlines()
+  config_max = config.max_source_len
+  for n, line in enumerate(lines, 1):
+    if not line.strip():
+      print(f"warning: line {n} is empty; its translation is an empty line", file=sys.stderr)
+    elif len(tokenizer.sp.encode(line)) + 2 > config_max:
+      print(f"warning: line {n} is longer than --max_source_len={config_max} tokens; only its "
+            "beginning is translated", file=sys.stderr)
+  translator = Translator(config, model, tokenizer)
+  todo = [i for i, line in enumerate(lines) if line.strip()]
+  texts, _ = translator(restored.params, [lines[i] for i in todo], config.target_lang,
+                        key=jax.random.key(config.seed)) if todo else ([], [])
+  outputs = [""] * len(lines)
+  for i, text in zip(todo, texts):
+    outputs[i] = text
+  if out is None and config.output_file:
+    with open(config.output_file, "w", encoding="utf-8") as f:
+      f.write("\n".join(outputs) + "\n")
+  else:
+    (out or sys.stdout).write("\n".join(outputs) + "\n")
+  return outputs
+
