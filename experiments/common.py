@@ -80,21 +80,47 @@ def _flag_definer(tp):
   raise TypeError(f"config fields must be bool/int/float/str/list[str], got {tp}")
 
 
-def define_flags(config_cls) -> None:
-  """Defines one absl flag per field of `config_cls` (a frozen dataclass)."""
+def define_flags(config_cls, flag_values=None) -> None:
+  """Defines one absl flag per field of `config_cls` (a frozen dataclass).
+
+  `flag_values` defaults to the global `flags.FLAGS`; tests pass a fresh
+  `flags.FlagValues()` so that two experiments' flags never mix.
+  """
+  flag_values = flags.FLAGS if flag_values is None else flag_values
   hints = typing.get_type_hints(config_cls)
   for f in dataclasses.fields(config_cls):
-    if f.name in flags.FLAGS:
+    if f.name in flag_values:
       continue
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    _flag_definer(hints[f.name])(f.name, default, f.metadata.get("help", ""))
+    _flag_definer(hints[f.name])(f.name, default, f.metadata.get("help", ""),
+                                 flag_values=flag_values)
 
 
-def config_from_flags(config_cls, **overrides):
+def config_from_flags(config_cls, flag_values=None, **overrides):
   """Builds `config_cls` from the parsed flags."""
-  values = {f.name: getattr(flags.FLAGS, f.name) for f in dataclasses.fields(config_cls)}
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  values = {f.name: getattr(flag_values, f.name) for f in dataclasses.fields(config_cls)}
   values.update(overrides)
   return config_cls(**values)
+
+
+def config_from_flagfile(config_cls, path: str, *args: str, root: str | None = None):
+  """Parses a flagfile (plus `--name=value` args) into `config_cls`, away from the global flags.
+
+  Nested `--flagfile=` paths resolve against `root` (the repo root) when given.
+  """
+  fv = flags.FlagValues()
+  define_flags(config_cls, fv)
+  flags.DEFINE_string("workdir", None, "", flag_values=fv)
+  cwd = os.getcwd()
+  if root:
+    os.chdir(root)
+  try:
+    argv = fv.read_flags_from_files([f"--flagfile={path}", *args])
+  finally:
+    os.chdir(cwd)
+  fv(["config_from_flagfile", *argv])
+  return config_from_flags(config_cls, fv)
 
 
 def config_to_flagfile(config, experiment: str, workdir: str | None = None) -> str:

@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 from absl import flags
-from absl.testing import flagsaver
 
 from experiments import common
 from experiments.lm import LMConfig, train_and_evaluate
@@ -141,31 +140,18 @@ def test_flags_txt_round_trips_the_config(tmp_path):
   config = LMConfig(hidden_size=7, dropout=0.25, dropout_per_sequence=True, data_dir="/d")
   path = tmp_path / "flags.txt"
   path.write_text(common.config_to_flagfile(config, "lm", "/w"))
-  common.define_flags(LMConfig)
-  with flagsaver.flagsaver():
-    argv = flags.FLAGS.read_flags_from_files([f"--flagfile={path}"])
-    flags.FLAGS([sys.argv[0], *argv])
-    assert common.config_from_flags(LMConfig) == config
+  assert common.config_from_flagfile(LMConfig, str(path)) == config
 
 
 def test_zaremba_flagfiles_parse():
-  common.define_flags(LMConfig)
   expected = {"zaremba_small": (200, 0.0, 20, 13), "zaremba_medium": (650, 0.5, 35, 39),
               "zaremba_large": (1500, 0.65, 35, 55)}
   for name in os.listdir(os.path.join(REPO, "experiments/flagfiles/lm")):
-    with flagsaver.flagsaver():
-      cwd = os.getcwd()
-      os.chdir(REPO)  # nested flagfile paths are written from the repo root
-      try:
-        argv = flags.FLAGS.read_flags_from_files([f"--flagfile=experiments/flagfiles/lm/{name}"])
-      finally:
-        os.chdir(cwd)
-      flags.FLAGS([sys.argv[0], *argv])
-      config = common.config_from_flags(LMConfig)
-      train_lib.check_config(config)
-      stem = name.removesuffix(".flags")
-      if stem in expected:
-        assert (config.hidden_size, config.dropout, config.bptt, config.epochs) == expected[stem]
+    config = common.config_from_flagfile(LMConfig, f"experiments/flagfiles/lm/{name}", root=REPO)
+    train_lib.check_config(config)
+    stem = name.removesuffix(".flags")
+    if stem in expected:
+      assert (config.hidden_size, config.dropout, config.bptt, config.epochs) == expected[stem]
 
 
 def test_learning_rate_schedule():

@@ -38,9 +38,14 @@ class GNMTConfig(RunConfig):
                                       "the previous step (the paper); gnmt_v2: of this step.")
   attention_size: int = field(0, "Bahdanau attention's hidden size (0: hidden_size).")
   input_feeding: bool = field(True, "Feed the previous context to the bottom decoder layer.")
+  pass_hidden_state: bool = field(True, "Start each decoder layer from the final state of the "
+                                  "encoder layer below it (tensorflow/nmt's default).")
   dropout: float = field(0.0, "Dropout on embeddings, between layers, before the softmax.")
   label_smoothing: float = field(0.1, "Label smoothing of the training loss.")
-  init_scale: float = field(0.1, "Embeddings and output layer uniform in [-s, s].")
+  init_scale: float = field(0.1, "Output layer uniform in [-s, s].")
+  embedding_init_scale: float = field(1.0, "Embeddings uniform in [-s, s]. tensorflow/nmt's 0.1 "
+                                      "leaves the encoder's signal tiny in a deep stack, and "
+                                      "attention locks on late.")
   optimizer: str = field("adam", "adam, or sgd (GNMT's plain SGD; use a large learning rate).")
   learning_rate: float = field(2e-3, "Peak learning rate.")
   warmup_steps: int = field(0, "Linear warmup steps.")

@@ -58,7 +58,7 @@ def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos
     raise ValueError("key: sampling needs a PRNG key")
   B = source.shape[0]
   encoded = model.encode(params, source, source_lengths)
-  state = model.initial_decoder_state(B)
+  state = model.initial_decoder_state(encoded)
 
   def body(carry, t):
     state, tokens, done, score = carry
@@ -121,7 +121,7 @@ def beam_search(model, params, source, source_lengths, *, beam_size: int, max_le
         state)
     return (state, token, logp, length, finished, coverage, seqs, attn), None
 
-  init = (model.initial_decoder_state(B * K),
+  init = (_tile(model.initial_decoder_state(encoded), K),
           jnp.full((B, K), bos, jnp.int32),
           jnp.tile(jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf), (B, 1)),  # one live beam
           jnp.zeros((B, K), jnp.int32),

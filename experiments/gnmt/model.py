@@ -8,6 +8,7 @@ Encoder (`[B, S]` source ids -> memory `[B, S, H]`):
 
 Decoder, one step (y_{t-1} the previous target token, a the attention context):
 
+    state_0     = the encoder's final states (layer by layer; pass_hidden_state)
     h^0_t       = LSTM_0([E y_{t-1}; a_{t-1}])        # input feeding; E y_{t-1} alone without it
     a_t, α_t    = attention(query=h^0_t, memory)      # from the bottom layer's output
     h^l_t       = LSTM_l([h^{l-1}_t; a*]) (+ h^{l-1}_t for l >= residual_from)
@@ -90,15 +91,15 @@ class GNMT:
   def init(self, key):
     c, H, M = self.config, self.H, self.memory_size
     k_src, k_tgt, k_enc, k_dec, k_att, k_out = jax.random.split(key, 6)
-    uniform = lambda k, shape: jax.random.uniform(k, shape, minval=-c.init_scale,
-                                                  maxval=c.init_scale)
+    uniform = lambda k, shape, s=c.init_scale: jax.random.uniform(k, shape, minval=-s, maxval=s)
+    e = c.embedding_init_scale
     bottom_in = H + (M if c.input_feeding else 0)
     dec = {}
     for l, k in enumerate(jax.random.split(k_dec, c.num_layers)):
       dec[f"layer_{l}"] = self.cell.init(k, bottom_in if l == 0 else H + M)
     return {
-        "embed_source": uniform(k_src, (self.V, H)),
-        "embed_target": uniform(k_tgt, (self.V, H)),
+        "embed_source": uniform(k_src, (self.V, H), e),
+        "embed_target": uniform(k_tgt, (self.V, H), e),
         "encoder": self.encoder.init(k_enc, H),
         "decoder": dec,
         "attention": attention_lib.init(k_att, c.attention, H, M, c.attention_size or H),
@@ -131,7 +132,8 @@ class GNMT:
     drop = lambda k, x: regularizers.dropout(k, x, c.dropout) if training and c.dropout > 0 else x
     x = drop(keys[-2], jnp.take(params["embed_target"], target_in, axis=0))  # [B, U, H]
     memory, att = encoded.memory, params["attention"]
-    context0 = jnp.zeros((B, self.memory_size), x.dtype)
+    initial = self.initial_decoder_state(encoded)
+    context0 = initial.context
 
     if c.input_feeding:  # the bottom layer and the attention feed each other: one scan
       def body(carry, x_t):
@@ -142,10 +144,11 @@ class GNMT:
         return (state, context), (h, context, weights)
 
       _, (h, contexts, weights) = jax.lax.scan(
-          body, (self.cell.initial_carry((B,)), context0), jnp.swapaxes(x, 0, 1))
+          body, (initial.carries[0], context0), jnp.swapaxes(x, 0, 1))
       h, contexts, weights = (jnp.swapaxes(a, 0, 1) for a in (h, contexts, weights))
     else:  # the bottom layer runs alone (fused kernel), then all attention at once
-      h, _ = unroll(self.cell, params["decoder"]["layer_0"], x)  # [B, U, H]
+      h, _ = unroll(self.cell, params["decoder"]["layer_0"], x,
+                    initial_carry=initial.carries[0])  # [B, U, H]
       contexts, weights = attention_lib.attend_all(att, c.attention, memory, h)
     # contexts[:, t] = a_t. "gnmt" upper layers read a_{t-1}; "gnmt_v2" read a_t.
     if c.attention_architecture == "gnmt":
@@ -154,7 +157,8 @@ class GNMT:
       upper_context = contexts
     for l in range(1, c.num_layers):
       layer_in = jnp.concatenate([drop(keys[l], h), upper_context], -1)  # [B, U, H + M]
-      y, _ = unroll(self.cell, params["decoder"][f"layer_{l}"], layer_in)
+      y, _ = unroll(self.cell, params["decoder"][f"layer_{l}"], layer_in,
+                    initial_carry=initial.carries[l])
       h = y + h if self._residual(l) else y
     logits = drop(keys[-1], h) @ params["w_out"] + params["b_out"]  # [B, U, V]
     return logits, weights
@@ -163,10 +167,24 @@ class GNMT:
     return self.residual_from is not None and l >= self.residual_from
 
   # -- decoder, one step (inference) --------------------------------------------------
-  def initial_decoder_state(self, batch_size: int) -> DecoderState:
-    return DecoderState(tuple(self.cell.initial_carry((batch_size,))
-                              for _ in range(self.config.num_layers)),
-                        jnp.zeros((batch_size, self.memory_size)))
+  def initial_decoder_state(self, encoded: Encoded) -> DecoderState:
+    """The encoder's final states start the decoder (tensorflow/nmt's pass_hidden_state).
+
+    Decoder layer 0 starts from the bottom encoder layer's final state (its
+    backward direction when bi-directional: it has read the whole source),
+    layer l from encoder layer l's. Without this, GNMT attention gives the
+    first target token no view of the source: the upper layers read the
+    context of the previous step, which is zero at t = 0.
+    """
+    B = encoded.memory.values.shape[0]
+    zeros = jnp.zeros((B, self.memory_size), encoded.memory.values.dtype)
+    if not self.config.pass_hidden_state:
+      return DecoderState(tuple(self.cell.initial_carry((B,)) for _ in range(self.config.num_layers)),
+                          zeros)
+    finals = list(encoded.final)
+    if self.config.bidirectional_bottom:
+      finals[0] = finals[0][1]  # the backward direction
+    return DecoderState(tuple(finals), zeros)
 
   def decode_step(self, params, memory: attention_lib.Memory, state: DecoderState, tokens):
     """`tokens [N]` -> (new state, log-probs `[N, V]`, attention weights `[N, S]`)."""

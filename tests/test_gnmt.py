@@ -1,0 +1,342 @@
+"""GNMT: structure, attention, decoding, penalties, data, and the experiment end to end."""
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.gnmt import GNMTConfig, attention, data, decode, numbers
+from experiments.gnmt import model as model_lib
+from experiments.gnmt import train as train_lib
+import rnn_jax
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V, H, B, S, U = 23, 8, 3, 7, 5
+
+
+def _config(**kw):
+  defaults = dict(hidden_size=H, num_layers=8, vocab_size=V, dropout=0.0)
+  defaults.update(kw)
+  return GNMTConfig(**defaults)
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  source = rng.integers(4, V, (B, S)).astype(np.int32)
+  lengths = np.array([S, 4, 1], np.int32)
+  source[np.arange(S)[None, :] >= lengths[:, None]] = 0
+  target_in = rng.integers(4, V, (B, U)).astype(np.int32)
+  target_in[:, 0] = data.BOS
+  return jnp.asarray(source), jnp.asarray(lengths), jnp.asarray(target_in)
+
+
+def test_encoder_and_decoder_structure():
+  model = model_lib.GNMT(_config(), V)
+  params = model.init(jax.random.key(0))
+  enc = params["encoder"]
+  assert sorted(enc) == [f"layer_{l}" for l in range(8)]
+  assert set(enc["layer_0"]) == {"fw", "bw"}  # bi-directional bottom
+  assert enc["layer_0"]["fw"]["w_ih"].shape == (H, 4 * H)
+  assert enc["layer_1"]["w_ih"].shape == (2 * H, 4 * H)  # reads both directions
+  assert all(enc[f"layer_{l}"]["w_ih"].shape == (H, 4 * H) for l in range(2, 8))
+  dec = params["decoder"]
+  assert sorted(dec) == [f"layer_{l}" for l in range(8)]
+  assert dec["layer_0"]["w_ih"].shape == (2 * H, 4 * H)  # embedding + fed context
+  assert all(dec[f"layer_{l}"]["w_ih"].shape == (2 * H, 4 * H) for l in range(1, 8))
+  assert [model._residual(l) for l in range(8)] == [False, False] + [True] * 6
+
+
+def test_encoder_residuals_from_the_third_layer():
+  """Against the stack written out by hand with the reference unroll."""
+  config = _config(num_layers=4)
+  model = model_lib.GNMT(config, V)
+  params = model.init(jax.random.key(1))
+  source, lengths, _ = _batch()
+  encoded = model.encode(params, source, lengths)
+  x = jnp.take(params["embed_source"], source, axis=0)
+  cell = rnn_jax.cells.lstm(H)
+  enc = params["encoder"]
+  fw, _ = rnn_jax.unroll_reference(cell, enc["layer_0"]["fw"], x, seq_lengths=lengths)
+  bw, _ = rnn_jax.unroll_reference(cell, enc["layer_0"]["bw"], x, seq_lengths=lengths, reverse=True)
+  h = jnp.concatenate([fw, bw], -1)
+  h, _ = rnn_jax.unroll_reference(cell, enc["layer_1"], h, seq_lengths=lengths)
+  valid = (jnp.arange(S)[None, :] < lengths[:, None])[..., None]
+  for l in (2, 3):
+    y, _ = rnn_jax.unroll_reference(cell, enc[f"layer_{l}"], h, seq_lengths=lengths)
+    h = jnp.where(valid, y + h, 0.0)
+  np.testing.assert_allclose(encoded.memory.values, h, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", attention.TYPES)
+def test_attention_sums_to_one_and_ignores_padding(kind):
+  M = H
+  params = attention.init(jax.random.key(0), kind, H, M, 6)
+  values = jax.random.normal(jax.random.key(1), (B, S, M))
+  mask = jnp.arange(S)[None, :] < jnp.array([S, 3, 0])[:, None]
+  memory = attention.prepare(params, kind, values, mask)
+  query = jax.random.normal(jax.random.key(2), (B, H))
+  context, weights = attention.attend(params, kind, memory, query)
+  np.testing.assert_allclose(weights[:2].sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(weights[1, 3:], 0.0)
+  np.testing.assert_array_equal(weights[2], 0.0)  # an empty source: no NaN, no weight
+  np.testing.assert_allclose(context, jnp.einsum("bs,bsm->bm", weights, values), rtol=1e-5)
+  # Changing the padded memory changes nothing.
+  values2 = values.at[1, 3:].set(100.0)
+  _, weights2 = attention.attend(params, kind, attention.prepare(params, kind, values2, mask), query)
+  np.testing.assert_allclose(weights2[1], weights[1], rtol=1e-6)
+
+
+def test_bahdanau_score_by_hand():
+  params = attention.init(jax.random.key(0), "bahdanau", H, H, 6)
+  values = jax.random.normal(jax.random.key(1), (1, S, H))
+  query = jax.random.normal(jax.random.key(2), (1, H))
+  mask = jnp.ones((1, S), bool)
+  _, weights = attention.attend(params, "bahdanau", attention.prepare(params, "bahdanau", values, mask), query)
+  v, wq, wk = (np.asarray(params[k], np.float64) for k in ("v", "w_query", "w_key"))
+  scores = np.array([v @ np.tanh(np.asarray(query[0]) @ wq + np.asarray(values[0, s]) @ wk)
+                     for s in range(S)])
+  expected = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+  np.testing.assert_allclose(weights[0], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["gnmt", "gnmt_v2"])
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_layerwise_training_pass_equals_step_by_step_decoding(architecture, input_feeding):
+  config = _config(num_layers=4, attention_architecture=architecture,
+                   input_feeding=input_feeding, attention="luong_general")
+  model = model_lib.GNMT(config, V)
+  params = model.init(jax.random.key(3))
+  source, lengths, target_in = _batch()
+  encoded = model.encode(params, source, lengths)
+  logits, weights = model.decode_train(params, encoded, target_in)
+  state = model.initial_decoder_state(encoded)
+  for t in range(U):
+    state, log_probs, w = model.decode_step(params, encoded.memory, state, target_in[:, t])
+    np.testing.assert_allclose(log_probs, jax.nn.log_softmax(logits[:, t]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(w, weights[:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_length_and_coverage_penalties_by_hand():
+  assert float(decode.length_penalty(jnp.array(7.0), 0.6)) == pytest.approx(((5 + 7) / 6) ** 0.6)
+  assert float(decode.length_penalty(jnp.array(3.0), 0.0)) == 1.0
+  coverage = jnp.array([[0.5, 1.7, 0.25, 9.0]])
+  mask = jnp.array([[True, True, True, False]])
+  expected = 0.2 * (math.log(0.5) + math.log(1.0) + math.log(0.25))
+  assert float(decode.coverage_penalty(coverage, mask, 0.2)[0]) == pytest.approx(expected)
+
+
+def _trained_enough_model(seed=0):
+  model = model_lib.GNMT(_config(num_layers=2), V)
+  params = model.init(jax.random.key(seed))
+  # Sharper output distribution than at init, so decoding makes real choices.
+  params["w_out"] = params["w_out"] * 30.0
+  return model, params
+
+
+def test_beam_search_with_one_beam_is_greedy():
+  model, params = _trained_enough_model()
+  source, lengths, _ = _batch(1)
+  kw = dict(max_len=9, bos=data.BOS, eos=data.EOS)
+  greedy = decode.greedy_or_sample(model, params, source, lengths, **kw)
+  for alpha, beta in [(0.0, 0.0), (0.6, 0.2)]:
+    beam = decode.beam_search(model, params, source, lengths, beam_size=1, alpha=alpha,
+                              beta=beta, **kw)
+    np.testing.assert_array_equal(beam.tokens, greedy.tokens)
+    np.testing.assert_array_equal(beam.lengths, greedy.lengths)
+
+
+def test_beam_search_finds_at_least_the_greedy_log_prob():
+  model, params = _trained_enough_model(2)
+  source, lengths, _ = _batch(2)
+  kw = dict(max_len=9, bos=data.BOS, eos=data.EOS)
+  greedy = decode.greedy_or_sample(model, params, source, lengths, **kw)
+  beam = jax.jit(lambda p: decode.beam_search(model, p, source, lengths, beam_size=4, **kw))(params)
+  # With alpha = beta = 0 the beam's score is its log-prob; it never loses to greedy.
+  assert np.all(np.asarray(beam.scores) >= np.asarray(greedy.scores) - 1e-4)
+
+
+def test_sampling_is_reproducible_and_needs_a_key():
+  model, params = _trained_enough_model()
+  source, lengths, _ = _batch()
+  kw = dict(max_len=6, bos=data.BOS, eos=data.EOS, temperature=1.0)
+  a = decode.greedy_or_sample(model, params, source, lengths, key=jax.random.key(0), **kw)
+  b = decode.greedy_or_sample(model, params, source, lengths, key=jax.random.key(0), **kw)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  with pytest.raises(ValueError, match="key"):
+    decode.greedy_or_sample(model, params, source, lengths, **kw)
+
+
+def test_reverse_valid():
+  ids = jnp.array([[1, 2, 3, 0], [4, 5, 0, 0]])
+  np.testing.assert_array_equal(model_lib.reverse_valid(ids, jnp.array([3, 2])),
+                                [[3, 2, 1, 0], [5, 4, 0, 0]])
+
+
+def test_numbers_corpus_is_parallel_deterministic_and_disjoint():
+  from num2words import num2words
+  splits = numbers.splits(200, 20)
+  assert not set(splits["train"]) & set(splits["test"])
+  assert not set(splits["valid"]) & set(splits["test"])
+  assert numbers.splits.__wrapped__(200, 20) == splits  # regenerated: identical
+  items = splits["test"][0]
+  for lang in numbers.LANGUAGES:
+    sentence = numbers.sentences("test", lang, 200, 20)[0]
+    parts = sentence.split(" ; ")
+    assert len(parts) == len(items)
+    for (kind, n), part in zip(items, parts):
+      if kind == "cardinal":
+        assert part == num2words(n, lang=lang)
+      elif kind == "year":
+        assert part.endswith(num2words(n, lang=lang, to="year"))
+  assert numbers.render((("year", 1984),), "fr") == "en l'an mille neuf cent quatre-vingt-quatre"
+
+
+def test_batches_are_a_pure_function_of_the_step():
+  config = _config(max_source_len=20, max_target_len=20)
+  rng = np.random.default_rng(0)
+  ex = data.Examples([list(rng.integers(4, V, rng.integers(2, 19))) for _ in range(100)],
+                     [list(rng.integers(4, V, rng.integers(2, 19))) for _ in range(100)])
+  a, b = data.Batches(ex, 8, 0, config), data.Batches(ex, 8, 0, config)
+  steps = [0, 5, 13, 12, 30]
+  first = {s: a(s) for s in steps}
+  for s in reversed(steps):  # another object, another call order: the same batches
+    for key, value in b(s).items():
+      np.testing.assert_array_equal(value, first[s][key])
+  batch = a(3)
+  t = batch["target_lengths"][0]
+  np.testing.assert_array_equal(batch["target_in"][0, 1:t], batch["target_out"][0, :t - 1])
+  assert batch["target_in"][0, 0] == data.BOS
+  seen = np.concatenate([a(s)["source_lengths"] for s in range(a.steps_per_epoch)])
+  assert len(seen) == 96
+
+
+SMOKE = ["--hidden_size=16", "--num_layers=8", "--batch_size=16", "--max_steps=12",
+         "--num_train_sentences=400", "--num_eval_sentences=12", "--eval_max_sentences=6",
+         "--eval_every=6", "--checkpoint_every=6", "--log_every=6", "--beam_size=2",
+         "--vocab_size=300", "--eval_batch_size=8", "--noprogress", "--num_attention_plots=1"]
+
+
+def _run(args, **kw):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  return subprocess.run([sys.executable, "-m", "experiments.gnmt", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=900, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("gnmt"))
+  out = _run(["--flagfile=experiments/flagfiles/gnmt/tiny_cpu.flags", *SMOKE, f"--workdir={workdir}"])
+  assert out.returncode == 0, out.stderr[-4000:]
+  return workdir
+
+
+def test_experiment_end_to_end(smoke_run):
+  import json
+  with open(os.path.join(smoke_run, "results.json")) as f:
+    results = json.load(f)
+  directions = ["en-de", "de-en", "en-fr", "fr-en", "en-es", "es-en", "de-fr", "fr-de"]
+  for d in directions:
+    assert 0.0 <= results[f"bleu/{d}"] <= 100.0 and 0.0 <= results[f"chrf/{d}"] <= 100.0
+  assert results["zero_shot_directions"] == ["de-fr", "fr-de"]
+  assert results["step"] == 12
+  plots = os.listdir(os.path.join(smoke_run, "attention"))
+  assert len(plots) == len(directions) and all(p.endswith(".png") for p in plots)
+
+
+def test_translate_mode_and_its_bad_input(smoke_run, tmp_path):
+  flags = [f"--flagfile={smoke_run}/flags.txt", "--mode=translate"]
+  text = "in nineteen eighty-four ; the third\n\n" + "seven ; " * 60 + "seven\n"
+  out = _run(flags + ["--target_lang=de"], input=text)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.split("\n")
+  assert len(lines) >= 3 and lines[1] == ""  # the empty line stays empty
+  assert "line 2 is empty" in out.stderr and "line 3 is longer" in out.stderr
+  out = _run(flags + ["--target_lang=xx"], input="one\n")
+  assert out.returncode == 1 and "unknown language code 'xx'" in out.stderr
+  assert "Traceback" not in out.stderr
+  out = _run(flags, input="one\n")
+  assert out.returncode == 1 and "--target_lang is required" in out.stderr
+
+
+def test_unknown_language_in_directions(tmp_path):
+  out = _run(["--flagfile=experiments/flagfiles/gnmt/tiny_cpu.flags", "--zero_shot_directions=de-xx",
+              f"--workdir={tmp_path}"])
+  assert out.returncode == 1 and "unknown language code 'xx'" in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_target_token_routes_the_output_language():
+  """Trained on en -> {de, fr, es} numbers, the <2xx> token alone picks the output language."""
+  import optax
+  from num2words import num2words
+  langs = ("de", "fr", "es")
+  numbers_ = list(range(1, 40))
+  words = {l: [num2words(n, lang=l).split() for n in numbers_] for l in ("en", *langs)}
+  vocab = sorted({w for l in words for s_ in words[l] for w in s_})
+  first = 4 + len(langs)  # pad, unk, bos, eos, then one <2xx> token per language
+  wid = {w: first + i for i, w in enumerate(vocab)}
+  lang_token = {l: 4 + i for i, l in enumerate(langs)}
+  config = _config(hidden_size=32, num_layers=2, learning_rate=1e-2)
+  model = model_lib.GNMT(config, first + len(vocab))
+  src, src_len, tin, tout, tlen = [], [], [], [], []
+  for l in langs:
+    for i in range(len(numbers_)):
+      s_ids = [lang_token[l]] + [wid[w] for w in words["en"][i]] + [data.EOS]
+      t_ids = [wid[w] for w in words[l][i]] + [data.EOS]
+      src.append(s_ids), tout.append(t_ids), tin.append([data.BOS] + t_ids[:-1])
+  batch = {"source": data.pad(src, 16), "source_lengths": np.array([len(x) for x in src], np.int32),
+           "target_in": data.pad(tin, 16), "target_out": data.pad(tout, 16),
+           "target_lengths": np.array([len(x) for x in tout], np.int32)}
+  optimizer = optax.adam(1e-2)
+  state = rnn_jax.training.state.create_state(model.init(jax.random.key(0)), optimizer)
+  step = jax.jit(rnn_jax.training.make_train_step(train_lib.make_loss_fn(config, model), optimizer))
+  for i in range(300):
+    state, metrics = step(state, batch, jax.random.key(i))
+  out = decode.greedy_or_sample(model, state.params, jnp.asarray(batch["source"]),
+                                jnp.asarray(batch["source_lengths"]), max_len=12,
+                                bos=data.BOS, eos=data.EOS)
+  own = {l: {wid[w] for s_ in words[l] for w in s_} for l in langs}
+  n = len(numbers_)
+  for k, l in enumerate(langs):
+    tokens = [t for row in np.asarray(out.tokens[k * n:(k + 1) * n]) for t in row if t > 0]
+    mine = sum(t in own[l] for t in tokens)
+    theirs = sum(t in own[o] and t not in own[l] for o in langs if o != l for t in tokens)
+    assert mine >= 0.95 * len(tokens) and theirs == 0, (l, mine, theirs, len(tokens))
+    exact = sum(list(r[:m]) == tout[k * n + j][:-1]
+                for j, (r, m) in enumerate(zip(np.asarray(out.tokens[k * n:(k + 1) * n]),
+                                               np.asarray(out.lengths[k * n:(k + 1) * n]))))
+    assert exact >= 0.8 * n, (l, exact)
+
+
+def test_wmt_through_tfds_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+  from experiments.gnmt import wmt
+  config = _config(corpus="wmt14_translate", data_dir=str(tmp_path), num_train_sentences=7,
+                   train_directions=["en-de", "de-en"], zero_shot_directions=[])
+  with tfds.testing.mock_data(num_examples=9, policy=tfds.testing.MockPolicy.USE_CODE):
+    corpus = data.load(config)
+  assert corpus.languages == ("de", "en")
+  src, tgt = corpus.splits["train"][("en", "de")]
+  assert len(src) == len(tgt) == 7 and all(isinstance(s, str) for s in src)
+  assert corpus.splits["train"][("de", "en")] == (tgt, src)
+  assert len(corpus.splits["test"][("de", "en")][0]) == 9
+  with pytest.raises(ValueError, match="zero-shot direction"):
+    wmt.load(config, [("de", "fr")], [])
+
+
+def test_gnmt_flagfiles_parse():
+  from experiments import common
+  expected = {"tiny_cpu": (64, 8, "numbers"), "multi30k": (256, 8, "multi30k"),
+              "wmt14_gnmt_8layer": (1024, 8, "wmt14_translate")}
+  for name, (hidden, layers, corpus) in expected.items():
+    config = common.config_from_flagfile(GNMTConfig, f"experiments/flagfiles/gnmt/{name}.flags",
+                                         root=REPO)
+    train_lib.check_config(config)
+    assert (config.hidden_size, config.num_layers, config.corpus) == (hidden, layers, corpus)
+    assert config.bidirectional_bottom and config.residual_from == 2
