@@ -52,6 +52,7 @@ import numpy as np
 
 from rnn_jax.cells.base import Cell
 from rnn_jax.cells.lstm import LSTMState
+from rnn_jax.unroll import check_seq_lengths
 
 Array = jax.Array
 
@@ -507,18 +508,7 @@ def norm_stabilizer(hs: Array, beta, *, seq_lengths: Array | None = None,
   if seq_lengths is None:
     valid = jnp.ones(diffs.shape, bool)
   else:
-    if not hasattr(seq_lengths, "shape"):
-      seq_lengths = np.asarray(seq_lengths)
-    if tuple(seq_lengths.shape) != (B,):
-      raise ValueError(f"seq_lengths: expected shape [B]=({B},) to match hs "
-                       f"{tuple(hs.shape)}, got {tuple(seq_lengths.shape)}")
-    if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
-      raise ValueError(f"seq_lengths: expected integers, got dtype {seq_lengths.dtype}")
-    if not isinstance(seq_lengths, jax.core.Tracer):
-      lengths = np.asarray(seq_lengths)
-      if lengths.size and (lengths.min() < 0 or lengths.max() > T):
-        raise ValueError(f"seq_lengths: every length must lie in [0, T={T}], "
-                         f"got {lengths.tolist()}")
+    check_seq_lengths(seq_lengths, (B, T), "hs")
     valid = t_index[None, :] < jnp.asarray(seq_lengths)[:, None]  # [B, pairs]
   total = jnp.sum(jnp.where(valid, jnp.square(diffs), 0.0))
   count = jnp.sum(valid)

@@ -36,6 +36,23 @@ def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def check_seq_lengths(seq_lengths, batch_and_time: tuple[int, int], against: str) -> None:
+  """`seq_lengths` must be `[B]` integers in `[0, T]` (checked when concrete)."""
+  B, T = batch_and_time
+  if not hasattr(seq_lengths, "shape"):
+    seq_lengths = np.asarray(seq_lengths)
+  if tuple(seq_lengths.shape) != (B,):
+    raise ValueError(f"seq_lengths: expected shape [B]=({B},) to match {against} "
+                     f"[B, T]=({B}, {T}), got {tuple(seq_lengths.shape)}")
+  if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+    raise ValueError(f"seq_lengths: expected integers, got dtype {seq_lengths.dtype}")
+  if _is_concrete(seq_lengths):
+    lengths = np.asarray(seq_lengths)
+    if lengths.size and (lengths.min() < 0 or lengths.max() > T):
+      raise ValueError(f"seq_lengths: every length must lie in [0, T={T}], "
+                       f"got {lengths.tolist()}")
+
+
 def check_unroll_inputs(cell: Cell, params, xs, seq_lengths=None,
                         initial_carry=None, timestamps=None) -> None:
   """Validates `unroll`'s arguments; raises a ValueError naming the bad one.
@@ -52,18 +69,7 @@ def check_unroll_inputs(cell: Cell, params, xs, seq_lengths=None,
     raise ValueError(f"xs: the {cell.name} params expect input size D={expected_d}, "
                      f"got xs of shape {tuple(xs.shape)}")
   if seq_lengths is not None:
-    if not hasattr(seq_lengths, "shape"):
-      seq_lengths = np.asarray(seq_lengths)
-    if tuple(seq_lengths.shape) != (B,):
-      raise ValueError(f"seq_lengths: expected shape [B]=({B},) to match xs "
-                       f"{tuple(xs.shape)}, got {tuple(seq_lengths.shape)}")
-    if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
-      raise ValueError(f"seq_lengths: expected integers, got dtype {seq_lengths.dtype}")
-    if _is_concrete(seq_lengths):
-      lengths = np.asarray(seq_lengths)
-      if lengths.size and (lengths.min() < 0 or lengths.max() > T):
-        raise ValueError(f"seq_lengths: every length must lie in [0, T={T}], "
-                         f"got {lengths.tolist()}")
+    check_seq_lengths(seq_lengths, xs.shape[:2], "xs")
   if initial_carry is not None:
     for leaf in jax.tree_util.tree_leaves(initial_carry):
       if leaf.ndim < 1 or leaf.shape[0] != B or leaf.shape[-1] != cell.hidden_size:

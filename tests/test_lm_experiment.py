@@ -10,13 +10,12 @@ import sys
 import jax
 import numpy as np
 import pytest
-from absl import flags
 
 from experiments import common
 from experiments.lm import LMConfig, train_and_evaluate
 from experiments.lm import data as data_lib
 from experiments.lm import train as train_lib
-from lm_fixtures import write_fake_ptb
+from fixtures import write_fake_ptb
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--hidden_size=16", "--batch_size=4", "--bptt=5", "--epochs=2", "--eval_every=50",

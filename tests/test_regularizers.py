@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import rnn_jax
+from fixtures import randomize
 from rnn_jax import cells, layers
 from rnn_jax import regularizers as reg
 from rnn_jax.cells.base import Cell
@@ -23,17 +24,9 @@ from rnn_jax.cells.lstm import LSTMState
 B, T, D, H = 2, 5, 3, 4  # pairwise distinct, so a swapped axis fails loudly
 
 
-def _randomize(params, key, scale=0.5):
-  leaves, treedef = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  return jax.tree_util.tree_unflatten(
-      treedef, [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-                for leaf, k in zip(leaves, keys)])
-
-
 def _setup(cell, seed=0, batch=B):
   k_init, k_rand, k_x, k_c, k_t = jax.random.split(jax.random.key(seed), 5)
-  params = _randomize(cell.init(k_init, D), k_rand)
+  params = randomize(cell.init(k_init, D), k_rand)
   if "r_on" in params:
     params["r_on"] = jnp.abs(params["r_on"]) + 0.1
   xs = jax.random.normal(k_x, (batch, T, D))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import rnn_jax
+from fixtures import randomize
 from rnn_jax import cells
 
 B, T, D, H = 2, 5, 3, 4  # pairwise distinct, so a swapped axis fails loudly
@@ -37,19 +38,10 @@ LENGTHS = {
 }
 
 
-def _randomize(params, key, scale=0.5):
-  """Replaces every param by random values, so zero-initialised ones matter too."""
-  leaves, treedef = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  return jax.tree_util.tree_unflatten(
-      treedef, [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-                for leaf, k in zip(leaves, keys)])
-
-
 def _setup(name, seed=0, batch=B):
   cell = CELLS[name]()
   k_init, k_rand, k_x, k_t, k_c = jax.random.split(jax.random.key(seed), 5)
-  params = _randomize(cell.init(k_init, D), k_rand)
+  params = randomize(cell.init(k_init, D), k_rand)
   if cell.name == "phased_lstm":
     params["r_on"] = jnp.abs(params["r_on"]) + 0.1  # a meaningful open ratio
   xs = jax.random.normal(k_x, (batch, T, D))

@@ -39,16 +39,9 @@ def learning_rate_schedule(config, num_steps: int):
 
 
 def make_optimizer(config, num_steps: int):
-  schedule = learning_rate_schedule(config, num_steps)
-  if config.optimizer == "adam":
-    opt = optax.adam(schedule)
-  elif config.optimizer == "sgd":
-    opt = optax.sgd(schedule)
-  else:
-    raise UserError(f"--optimizer: expected adam or sgd, got {config.optimizer!r}")
-  if config.max_grad_norm > 0:
-    opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
-  return opt
+  if config.optimizer not in training.optim.OPTIMIZERS:
+    raise UserError(f"--optimizer: expected sgd or adam, got {config.optimizer!r}")
+  return training.optimizer(config.optimizer, learning_rate_schedule(config, num_steps), config.max_grad_norm)
 
 
 def make_loss_fn(config, model):

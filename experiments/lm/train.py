@@ -29,16 +29,9 @@ def lr_schedule(config, steps_per_epoch: int):
 
 
 def make_optimizer(config, steps_per_epoch: int):
-  schedule = lr_schedule(config, steps_per_epoch)
-  if config.optimizer == "sgd":
-    opt = optax.sgd(schedule)
-  elif config.optimizer == "adam":
-    opt = optax.adam(schedule)
-  else:
+  if config.optimizer not in training.optim.OPTIMIZERS:
     raise UserError(f"--optimizer: expected sgd or adam, got {config.optimizer!r}")
-  if config.max_grad_norm > 0:
-    opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
-  return opt
+  return training.optimizer(config.optimizer, lr_schedule(config, steps_per_epoch), config.max_grad_norm)
 
 
 def _top_h(carry):

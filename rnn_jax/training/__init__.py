@@ -7,6 +7,7 @@ from their flags and call `loop.fit`.
 from rnn_jax.training.checkpoints import Checkpointer, WorkdirConflictError
 from rnn_jax.training.loop import NonFiniteLossError, fit
 from rnn_jax.training.metrics import MetricsWriter
+from rnn_jax.training.optim import optimizer
 from rnn_jax.training.parallel import (data_mesh, initialize_distributed, place_batch,
                                        place_state)
 from rnn_jax.training.state import TrainState, make_train_step
@@ -14,5 +15,5 @@ from rnn_jax.training.state import TrainState, make_train_step
 __all__ = [
     "Checkpointer", "MetricsWriter", "NonFiniteLossError", "TrainState",
     "WorkdirConflictError", "data_mesh", "fit", "initialize_distributed",
-    "make_train_step", "place_batch", "place_state",
+    "make_train_step", "optimizer", "place_batch", "place_state",
 ]

@@ -1,8 +1,18 @@
-"""A small synthetic PTB-shaped corpus, so trainer tests never need the real data."""
+"""Shared test helpers: random params, and a synthetic PTB-shaped corpus (no real data needed)."""
 
 import os
 
+import jax
 import numpy as np
+
+
+def randomize(params, key, scale=0.5):
+  """Adds noise to every param, so zero-initialised ones (biases, peepholes) matter too."""
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree_util.tree_unflatten(
+      treedef, [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
+                for leaf, k in zip(leaves, keys)])
 
 
 def write_fake_ptb(root: str, *, train_lines=300, eval_lines=80, vocab=60, seed=0) -> str:
