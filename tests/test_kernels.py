@@ -11,8 +11,8 @@ from rnn_jax import cells, kernels
 B, T, D, H = 3, 6, 5, 4
 
 
-def _setup(seed=0):
-  cell = cells.lstm(H)
+def _setup(seed=0, cell=None):
+  cell = cell or cells.lstm(H)
   keys = jax.random.split(jax.random.key(seed), 4)
   params = cell.init(keys[0], D)
   params = jax.tree_util.tree_map(
@@ -28,14 +28,21 @@ def _loss(implementation, lengths, reverse, cell):
     ys, final = rnn_jax.unroll(cell, params, xs, seq_lengths=lengths, reverse=reverse,
                                initial_carry=carry, implementation=implementation)
     w = jnp.arange(ys.size, dtype=ys.dtype).reshape(ys.shape) / ys.size
-    return jnp.sum(w * ys) + jnp.sum(jnp.sin(final.h)) + jnp.sum(final.c ** 2)
+    leaves = jax.tree_util.tree_leaves(final)
+    return jnp.sum(w * ys) + jnp.sum(jnp.sin(leaves[0])) + jnp.sum(leaves[-1] ** 2)
   return loss
+
+
+FUSED_CELLS = {"lstm": lambda: cells.lstm(H), "gru": lambda: cells.gru(H),
+               "gru_reset_after": lambda: cells.gru(H, reset_after=True),
+               "gru_no_bias": lambda: cells.gru(H, reset_after=True, use_bias=False)}
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("lengths", [None, [6, 0, 3], [1, 6, 6]])
-def test_fused_lstm_equals_scan_and_loop(lengths, reverse):
-  cell, params, xs, carry = _setup()
+@pytest.mark.parametrize("name", list(FUSED_CELLS))
+def test_fused_equals_scan_and_loop(name, lengths, reverse):
+  cell, params, xs, carry = _setup(cell=FUSED_CELLS[name]())
   lengths = None if lengths is None else jnp.array(lengths)
   kw = dict(seq_lengths=lengths, reverse=reverse, initial_carry=carry)
   fused = rnn_jax.unroll(cell, params, xs, implementation="fused", **kw)
@@ -48,10 +55,11 @@ def test_fused_lstm_equals_scan_and_loop(lengths, reverse):
                          grad("fused"), grad("scan"))
 
 
-def test_fused_lstm_check_grads_float64():
+@pytest.mark.parametrize("name", ["lstm", "gru", "gru_reset_after"])
+def test_fused_check_grads_float64(name):
   from jax.test_util import check_grads
   with jax.enable_x64(True):
-    cell, params, xs, carry = _setup()
+    cell, params, xs, carry = _setup(cell=FUSED_CELLS[name]())
     to64 = lambda t: jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), t)
     loss = jax.jit(_loss("fused", jnp.array([4, 6, 2]), True, cell))
     check_grads(loss, (to64(params), to64(xs), to64(carry)), order=1, modes=("rev",),

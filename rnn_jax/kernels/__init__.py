@@ -10,12 +10,15 @@ import jax.numpy as jnp
 
 from rnn_jax.cells.base import Cell
 from rnn_jax.cells.lstm import LSTMState
+from rnn_jax.kernels.fused_gru import gru_sequence
 from rnn_jax.kernels.fused_lstm import lstm_sequence
 
 
 def fused_supports(cell: Cell) -> bool:
   """True when a fused kernel computes exactly what `cell.step` does."""
   hp = cell.hparams
+  if cell.name == "gru":
+    return True
   return (cell.name == "lstm" and not hp.get("peephole") and not hp.get("coupled")
           and not hp.get("layer_norm"))
 
@@ -29,9 +32,14 @@ def fused_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)
   lengths = None if seq_lengths is None else jnp.asarray(seq_lengths, jnp.int32)
-  ys, h_n, c_n = lstm_sequence(params, jnp.swapaxes(xs, 0, 1), initial_carry.h,
-                               initial_carry.c, lengths, reverse)  # ys: [T, B, H]
+  xs_tm = jnp.swapaxes(xs, 0, 1)  # [T, B, D]
+  if cell.name == "gru":
+    ys, h_n = gru_sequence(params, xs_tm, initial_carry, lengths, reverse,
+                           cell.hparams["reset_after"])
+    return jnp.swapaxes(ys, 0, 1), h_n
+  ys, h_n, c_n = lstm_sequence(params, xs_tm, initial_carry.h, initial_carry.c, lengths,
+                               reverse)  # ys: [T, B, H]
   return jnp.swapaxes(ys, 0, 1), LSTMState(h_n, c_n)
 
 
-__all__ = ["fused_supports", "fused_unroll", "lstm_sequence"]
+__all__ = ["fused_supports", "fused_unroll", "gru_sequence", "lstm_sequence"]
