@@ -60,8 +60,8 @@ def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos
   encoded = model.encode(params, source, source_lengths)
   state = model.initial_decoder_state(encoded)
 
-  def body(carry, t):
-    state, tokens, done, score = carry
+  def body(carry):
+    t, state, tokens, done, score, out, attn = carry
     state, log_probs, weights = model.decode_step(params, encoded.memory, state, tokens)
     if temperature > 0:
       nxt = jax.random.categorical(jax.random.fold_in(key, t), log_probs / temperature)
@@ -69,11 +69,17 @@ def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos
       nxt = jnp.argmax(log_probs, axis=-1)
     nxt = jnp.where(done, eos, nxt)
     score = score + jnp.where(done, 0.0, jnp.take_along_axis(log_probs, nxt[:, None], 1)[:, 0])
-    return (state, nxt, done | (nxt == eos), score), (nxt, weights)
+    out = out.at[:, t].set(nxt)
+    attn = attn.at[:, t].set(weights)
+    return t + 1, state, nxt, done | (nxt == eos), score, out, attn
 
-  init = (state, jnp.full((B,), bos, jnp.int32), jnp.zeros((B,), bool), jnp.zeros((B,)))
-  (_, _, _, score), (tokens, weights) = jax.lax.scan(body, init, jnp.arange(max_len))
-  return _finish(tokens.T, jnp.swapaxes(weights, 0, 1), score, eos, pad)
+  S = source.shape[1]
+  init = (jnp.int32(0), state, jnp.full((B,), bos, jnp.int32), jnp.zeros((B,), bool),
+          jnp.zeros((B,)), jnp.full((B, max_len), eos, jnp.int32), jnp.zeros((B, max_len, S)))
+  # Stops as soon as every row has produced EOS.
+  _, _, _, _, score, tokens, weights = jax.lax.while_loop(
+      lambda c: (c[0] < max_len) & ~jnp.all(c[3]), body, init)
+  return _finish(tokens, weights, score, eos, pad)
 
 
 def _tile(tree, K: int):
@@ -97,8 +103,8 @@ def beam_search(model, params, source, source_lengths, *, beam_size: int, max_le
   def gather(a, parent):  # a: [B, K, ...], parent: [B, K]
     return jnp.take_along_axis(a, parent.reshape(B, K, *([1] * (a.ndim - 2))), axis=1)
 
-  def body(carry, t):
-    state, tokens, logp, length, finished, coverage, seqs, attn = carry
+  def body(carry):
+    t, state, tokens, logp, length, finished, coverage, seqs, attn = carry
     state, log_probs, weights = model.decode_step(params, memory, state, tokens.reshape(-1))
     log_probs, weights = log_probs.reshape(B, K, V), weights.reshape(B, K, S)
     cand_logp = logp[..., None] + jnp.where(finished[..., None], eos_only, log_probs)  # [B,K,V]
@@ -119,18 +125,20 @@ def beam_search(model, params, source, source_lengths, *, beam_size: int, max_le
     state = jax.tree_util.tree_map(
         lambda a: gather(a.reshape(B, K, *a.shape[1:]), parent).reshape(B * K, *a.shape[1:]),
         state)
-    return (state, token, logp, length, finished, coverage, seqs, attn), None
+    return t + 1, state, token, logp, length, finished, coverage, seqs, attn
 
-  init = (_tile(model.initial_decoder_state(encoded), K),
+  init = (jnp.int32(0),
+          _tile(model.initial_decoder_state(encoded), K),
           jnp.full((B, K), bos, jnp.int32),
           jnp.tile(jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf), (B, 1)),  # one live beam
           jnp.zeros((B, K), jnp.int32),
           jnp.zeros((B, K), bool),
           jnp.zeros((B, K, S)),
-          jnp.zeros((B, K, max_len), jnp.int32),
+          jnp.full((B, K, max_len), eos, jnp.int32),
           jnp.zeros((B, K, max_len, S)))
-  (_, _, logp, length, _, coverage, seqs, attn), _ = jax.lax.scan(
-      body, init, jnp.arange(max_len))
+  # Stops as soon as every hypothesis of every row has finished.
+  _, _, _, logp, length, _, coverage, seqs, attn = jax.lax.while_loop(
+      lambda c: (c[0] < max_len) & ~jnp.all(c[5]), body, init)
   final = logp / length_penalty(length, alpha) + coverage_penalty(coverage, source_mask, beta)
   best = jnp.argmax(final, axis=1)  # [B]
   pick = lambda a: jnp.take_along_axis(a, best.reshape(B, *([1] * (a.ndim - 1))), axis=1)[:, 0]
