@@ -241,10 +241,10 @@ def load_sweep(sweep: str) -> Sweep:
   paper = _check_paper(path, getattr(module, "PAPER", None))
   sweep_obj = Sweep(path=path, experiment=module.EXPERIMENT, flagfile=module.FLAGFILE,
                     trials=trials, varied=varied, paper=paper)
+  names = ", ".join(t.name for t in trials[:8]) + (", ..." if len(trials) > 8 else "")
   for key in paper:
     if not any(paper_matches(key, t) for t in trials):
-      raise SweepError(f"sweep {path}: PAPER key {key!r} matches no trial (trials: "
-                       f"{', '.join(t.name for t in trials[:8])}{', ...' if len(trials) > 8 else ''})")
+      raise SweepError(f"sweep {path}: PAPER key {key!r} matches no trial (trials: {names})")
   return sweep_obj
 
 
