@@ -137,7 +137,10 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
       "fused" (a kernel of `rnn_jax.kernels`: hoisted input projection and a
       hand-written backward pass), or "auto": fused where a kernel supports
       the cell and no step option (remat, timestamps, random masks) is in
-      play, scan otherwise. All compute the same function.
+      play, scan otherwise. All compute the same function. The fused kernels
+      define their backward pass with `jax.custom_vjp`, so they support
+      reverse-mode differentiation (grad, vjp, rev-over-rev) but not forward
+      mode: for `jax.jvp` / `jax.jacfwd` pass `implementation="scan"`.
 
   Returns:
     `(ys, final_carry)`: ys `[B, T, H]`, zero past each length; final_carry

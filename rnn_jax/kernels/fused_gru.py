@@ -20,15 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.kernels.fused_lstm import _step_mask
-
-
-def _project(params, xs):
-  T, B, D = xs.shape
-  zx = (xs.reshape(T * B, D) @ params["w_ih"]).reshape(T, B, -1)  # [T, B, 3H], one GEMM
-  if "b" in params:
-    zx = zx + params["b"]
-  return zx
+from rnn_jax.kernels.fused_lstm import _project, _step_mask
 
 
 def _forward(params, zx, h0, mask, reverse: bool, reset_after: bool, save: bool):

@@ -90,8 +90,9 @@ def lstm_sequence(params, xs, h0, c0, lengths, reverse=False):
 
 
 def _project(params, xs):
+  """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b)."""
   T, B, D = xs.shape
-  zx = (xs.reshape(T * B, D) @ params["w_ih"]).reshape(T, B, -1)  # [T, B, 4H], one GEMM
+  zx = (xs.reshape(T * B, D) @ params["w_ih"]).reshape(T, B, -1)  # one [T*B, D] x [D, G*H] GEMM
   if "b" in params:
     zx = zx + params["b"]
   return zx

@@ -128,6 +128,7 @@ def fit(*, workdir: str, experiment: str, state: TrainState,
       if _is_due(done, checkpoint_every) or done == num_steps:
         checkpointer.save(state)
     bar.close()
+    checkpointer.wait()  # the last save may still be in flight; list steps after it lands
     if not checkpointer.steps() or checkpointer.steps()[-1] < int(jax.device_get(state.step)):
       checkpointer.save(state)
     writer.close()
