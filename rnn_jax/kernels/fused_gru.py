@@ -20,15 +20,18 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.kernels.fused_lstm import _project, _step_mask
+from rnn_jax.kernels.fused_lstm import _project, _step_mask, _step_projection
 
 
-def _forward(params, zx, h0, mask, reverse: bool, reset_after: bool, save: bool):
+def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: bool,
+             hoisted: bool):
+  """The recurrence over `inputs`: projections `zx [T, B, 3H]` when `hoisted`, else `xs`."""
   w_hh = params["w_hh"]
   H = h0.shape[-1]
 
   def body(h, inp):
-    zx_t, m_t = inp
+    in_t, m_t = inp
+    zx_t = in_t if hoisted else _step_projection(params, in_t)
     x_r, x_z, x_n = jnp.split(zx_t, 3, axis=-1)
     if reset_after:
       h_r, h_z, h_n = jnp.split(h @ w_hh, 3, axis=-1)
@@ -50,21 +53,23 @@ def _forward(params, zx, h0, mask, reverse: bool, reset_after: bool, save: bool)
     residuals = (r, z, n, extra, h) if save else None
     return h_new, (y, residuals)
 
-  h_n, (ys, residuals) = jax.lax.scan(body, h0, (zx, mask), reverse=reverse)
+  h_n, (ys, residuals) = jax.lax.scan(body, h0, (inputs, mask), reverse=reverse)
   return ys, h_n, residuals
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def gru_sequence(params, xs, h0, lengths, reverse=False, reset_after=True):
   """Runs a GRU over `xs: [T, B, D]`; returns `(ys [T, B, H], h_n [B, H])`."""
-  ys, h_n, _ = _forward(params, _project(params, xs), h0, _step_mask(lengths, xs.shape[0]),
-                        reverse, reset_after, save=False)
+  # Without differentiation the projection stays inside the scan (see fused_lstm).
+  ys, h_n, _ = _forward(params, xs, h0, _step_mask(lengths, xs.shape[0]), reverse, reset_after,
+                        save=False, hoisted=False)
   return ys, h_n
 
 
 def _gru_fwd(params, xs, h0, lengths, reverse, reset_after):
   ys, h_n, residuals = _forward(params, _project(params, xs), h0,
-                                _step_mask(lengths, xs.shape[0]), reverse, reset_after, save=True)
+                                _step_mask(lengths, xs.shape[0]), reverse, reset_after, save=True,
+                                hoisted=True)
   return (ys, h_n), (params, xs, lengths, residuals)
 
 

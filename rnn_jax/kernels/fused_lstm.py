@@ -41,12 +41,21 @@ def _gates(z: Array):
   return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
 
-def _forward(w_hh, zx, h0, c0, mask, reverse: bool, save: bool):
-  """The recurrence over precomputed input projections `zx: [T, B, 4H]`."""
+def _step_projection(params, x_t):
+  """The input projection of one step, `[B, D]` -> `[B, G*H]` (+ b)."""
+  z = x_t @ params["w_ih"]
+  return z + params["b"] if "b" in params else z
+
+
+def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: bool):
+  """The recurrence over `inputs`: the projections `zx [T, B, 4H]` when `hoisted`, else
+  the raw `xs [T, B, D]`, projected step by step."""
+  w_hh = params["w_hh"]
 
   def body(carry, inp):
     h, c = carry
-    zx_t, m_t = inp
+    in_t, m_t = inp
+    zx_t = in_t if hoisted else _step_projection(params, in_t)
     i, f, g, o = _gates(zx_t + h @ w_hh)
     c_new = f * c + i * g
     tanh_c = jnp.tanh(c_new)
@@ -59,7 +68,7 @@ def _forward(w_hh, zx, h0, c0, mask, reverse: bool, save: bool):
     residuals = (jnp.concatenate([i, f, g, o], -1), h, c, tanh_c) if save else None
     return (h_new, c_new), (y, residuals)
 
-  (h_n, c_n), (ys, residuals) = jax.lax.scan(body, (h0, c0), (zx, mask), reverse=reverse)
+  (h_n, c_n), (ys, residuals) = jax.lax.scan(body, (h0, c0), (inputs, mask), reverse=reverse)
   return ys, h_n, c_n, residuals
 
 
@@ -83,11 +92,11 @@ def lstm_sequence(params, xs, h0, c0, lengths, reverse=False):
   Returns:
     `(ys [T, B, H], h_n [B, H], c_n [B, H])`.
   """
-  zx = _project(params, xs)
-  ys, h_n, c_n, _ = _forward(params["w_hh"], zx, h0, c0, _step_mask(lengths, xs.shape[0]),
-                             reverse, save=False)
+  # Without differentiation the projection stays inside the scan: hoisting it only
+  # pays for itself together with the backward pass (benchmarks/RESULTS.md).
+  ys, h_n, c_n, _ = _forward(params, xs, h0, c0, _step_mask(lengths, xs.shape[0]),
+                             reverse, save=False, hoisted=False)
   return ys, h_n, c_n
-
 
 def _project(params, xs):
   """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b)."""
@@ -101,7 +110,7 @@ def _project(params, xs):
 def _lstm_fwd(params, xs, h0, c0, lengths, reverse):
   zx = _project(params, xs)
   mask = _step_mask(lengths, xs.shape[0])
-  ys, h_n, c_n, residuals = _forward(params["w_hh"], zx, h0, c0, mask, reverse, save=True)
+  ys, h_n, c_n, residuals = _forward(params, zx, h0, c0, mask, reverse, save=True, hoisted=True)
   return (ys, h_n, c_n), (params, xs, lengths, residuals)
 
 
