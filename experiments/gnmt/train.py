@@ -215,8 +215,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   results.update({"step": int(jax.device_get(state.step)), "zero_shot_directions": zero_shot,
                   "supervised_directions": supervised, "truncated_training_pairs": truncated,
                   "wall_time_s": time.time() - start_time})
-  training.MetricsWriter(workdir, resume_step=10**12, tensorboard=False,
-                         enabled=jax.process_index() == 0).write_results(results)
+  if jax.process_index() == 0:
+    training.metrics.write_results(workdir, results)
   print("test: " + ", ".join(f"{k} {v:.1f}" for k, v in results.items()
                              if isinstance(v, float) and k.startswith(("bleu", "chrf"))),
         flush=True)

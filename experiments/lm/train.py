@@ -155,8 +155,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                    config.test_batch_size)))
   results.update(_throughput(workdir))
   results["wall_time_s"] = time.time() - start_time
-  training.MetricsWriter(workdir, resume_step=10**12, tensorboard=False,
-                         enabled=jax.process_index() == 0).write_results(results)
+  if jax.process_index() == 0:
+    training.metrics.write_results(workdir, results)
   print("results: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                 for k, v in results.items()), flush=True)
   return results

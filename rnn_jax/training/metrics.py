@@ -26,6 +26,15 @@ def _scalar(value) -> float | int | str:
   return value
 
 
+def write_results(workdir: str, results: Mapping[str, Any]) -> None:
+  """Writes `workdir/results.json` (atomically): the run's final metrics, one flat object."""
+  flat = {k: (v if isinstance(v, (list, dict)) else _scalar(v)) for k, v in results.items()}
+  tmp = os.path.join(workdir, "results.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(flat, f, indent=2, sort_keys=True)
+  os.replace(tmp, os.path.join(workdir, "results.json"))
+
+
 class MetricsWriter:
   """Appends metrics to `metrics.jsonl` and TensorBoard; writes `results.json`.
 
@@ -64,13 +73,8 @@ class MetricsWriter:
           self._tb.add_scalar(name, value, int(step))
 
   def write_results(self, results: Mapping[str, Any]) -> None:
-    if not self.enabled:
-      return
-    flat = {k: (v if isinstance(v, (list, dict)) else _scalar(v)) for k, v in results.items()}
-    tmp = os.path.join(self.workdir, "results.json.tmp")
-    with open(tmp, "w") as f:
-      json.dump(flat, f, indent=2, sort_keys=True)
-    os.replace(tmp, os.path.join(self.workdir, "results.json"))
+    if self.enabled:
+      write_results(self.workdir, results)
 
   def close(self) -> None:
     if self._tb is not None:
