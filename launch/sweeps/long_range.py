@@ -1,10 +1,9 @@
 """Long-range dependencies: the adding task at growing lengths, LSTM against GRU and tanh RNN.
 
-Needs `experiments.long_range` (not written yet) and its flagfile
-experiments/flagfiles/long_range/adding_lstm_t100.flags; `--dry_run` works before.
+    python -m launch.sweep --sweep=long_range --workdir_root=runs/long_range_sweep
+    python -m launch.table runs/long_range_sweep --metrics=test_mse --plot=test_mse --x=seq_len --logx
 
-    python -m launch.sweep --sweep=long_range --workdir_root=runs/long_range
-    python -m launch.table runs/long_range --plot=test/mse --x=seq_len --logx
+Predicting the mean gives a test MSE of 1/6 ≈ 0.167 at every length.
 """
 
 from launch.sweep_lib import product
