@@ -125,14 +125,17 @@ def test_trial_names_and_paper(tmp_path):
     p for p in glob.glob(os.path.join(REPO, "launch", "sweeps", "*.py"))
     if not p.endswith("__init__.py")))
 def test_shipped_sweeps_load(sweep_file):
-  sweep = spec.load_sweep(sweep_file)   # loads without the experiment (long_range does not exist)
+  sweep = spec.load_sweep(sweep_file)
   names = [t.name for t in sweep.trials]
   assert names and len(set(names)) == len(names)
-  expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12}
+  expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12,
+              "phased_lstm": 9}
   assert len(names) == expected[sweep.name]
   if sweep.name == "zaremba_ptb":
     assert names == ["zaremba_small", "zaremba_medium", "zaremba_large"]
     assert spec.paper_for(sweep.paper, sweep.trials[1]) == {"valid/ppl": 82.2, "test/ppl": 79.7}
+  if sweep.name == "phased_lstm":
+    assert {t.flags["regime"] for t in sweep.trials} == {"high_res", "low_res", "async"}
   if sweep.name == "gnmt_ablations":
     assert "bidirectional_bottom=false" in names and "attention=luong_general" in names
     assert "--bidirectional_bottom=false" in sweep.trials[1].flag_args()

@@ -144,5 +144,5 @@ def make_batch(config, rng: np.random.Generator, batch_size: int) -> dict[str, n
                       copy_len=config.copy_len)
   batch = tasks.frequency(rng, batch_size, config.regime)
   batch["deltas"] = tasks.time_deltas(batch["times"], batch["lengths"])
-  del batch["periods"]
+  del batch["periods"], batch["shifts"]
   return batch

@@ -100,7 +100,8 @@ def _class0_periods(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def frequency(rng: np.random.Generator, batch_size: int, regime: str) -> dict[str, np.ndarray]:
-  """`{"values": [B, T, 1], "times": [B, T], "lengths": [B], "labels": [B], "periods": [B]}`.
+  """`{"values": [B, T, 1], "times": [B, T], "lengths": [B], "labels": [B]}` plus the
+  generating `periods` and `shifts` `[B]` (values = sin(2π times / period - shift)).
 
   `times` are in ms; padded steps repeat the last time and carry value 0.
   """
@@ -134,7 +135,7 @@ def frequency(rng: np.random.Generator, batch_size: int, regime: str) -> dict[st
     times[b, n:] = t[-1]
     lengths[b] = n
   return {"values": values, "times": times, "lengths": lengths, "labels": labels,
-          "periods": periods.astype(np.float32)}
+          "periods": periods.astype(np.float32), "shifts": shift.astype(np.float32)}
 
 
 def time_deltas(times: np.ndarray, lengths: np.ndarray) -> np.ndarray:
