@@ -137,18 +137,26 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
       "fused" (a kernel of `rnn_jax.kernels`: hoisted input projection and a
       hand-written backward pass), or "auto": fused where a kernel supports
       the cell and no step option (remat, timestamps, random masks) is in
-      play, scan otherwise. All compute the same function. The fused kernels
-      define their backward pass with `jax.custom_vjp`, so they support
-      reverse-mode differentiation (grad, vjp, rev-over-rev) but not forward
-      mode: for `jax.jvp` / `jax.jacfwd` pass `implementation="scan"`.
+      play, scan otherwise; or "pallas" (plain LSTM cells only: the Pallas
+      kernels of `rnn_jax.kernels.pallas_lstm`, the whole recurrence in one
+      launch with W_hh on chip; interpret mode off the GPU, so slow on the
+      CPU; "auto" never picks it). All compute the same function. The fused
+      and Pallas kernels define their backward pass with `jax.custom_vjp`, so
+      they support reverse-mode differentiation (grad, vjp; rev-over-rev for
+      the fused ones only) but not forward mode: for `jax.jvp` /
+      `jax.jacfwd` pass `implementation="scan"`.
 
   Returns:
     `(ys, final_carry)`: ys `[B, T, H]`, zero past each length; final_carry
     the carry at each sequence's last valid step (see the module docstring).
   """
   check_unroll_inputs(cell, params, xs, seq_lengths, initial_carry, timestamps)
-  if implementation not in ("auto", "scan", "fused"):
-    raise ValueError(f"implementation: expected auto, scan or fused, got {implementation!r}")
+  if implementation not in ("auto", "scan", "fused", "pallas"):
+    raise ValueError(f"implementation: expected auto, scan, fused or pallas, "
+                     f"got {implementation!r}")
+  if implementation == "pallas":
+    return kernels.pallas_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
+                                 initial_carry=initial_carry)
   if implementation == "fused" or (implementation == "auto" and not remat
                                    and kernels.fused_supports(cell)):
     return kernels.fused_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,

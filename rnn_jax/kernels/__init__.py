@@ -1,7 +1,9 @@
 """Custom sequence kernels, each beside the reference it is tested against.
 
-`unroll(..., implementation="auto")` picks a kernel here when one supports
-the cell, and the generic `lax.scan` over `cell.step` otherwise.
+`unroll(..., implementation="auto")` picks a fused kernel here when one
+supports the cell, and the generic `lax.scan` over `cell.step` otherwise.
+`implementation="pallas"` runs a plain LSTM through the Pallas kernels of
+`pallas_lstm` (interpret mode off the GPU); "auto" never picks them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from rnn_jax.cells.base import Cell
 from rnn_jax.cells.lstm import LSTMState
 from rnn_jax.kernels.fused_gru import gru_sequence
 from rnn_jax.kernels.fused_lstm import lstm_sequence
+from rnn_jax.kernels.pallas_lstm import lstm_sequence_pallas
 
 
 def fused_supports(cell: Cell) -> bool:
@@ -42,4 +45,26 @@ def fused_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
   return jnp.swapaxes(ys, 0, 1), LSTMState(h_n, c_n)
 
 
-__all__ = ["fused_supports", "fused_unroll", "gru_sequence", "lstm_sequence"]
+def pallas_supports(cell: Cell) -> bool:
+  """True when the Pallas kernel computes exactly what `cell.step` does: a plain LSTM."""
+  return cell.name == "lstm" and fused_supports(cell)
+
+
+def pallas_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
+                  initial_carry=None, interpret=None):
+  """`unroll` through the Pallas kernel: `xs [B, T, D]` -> `(ys [B, T, H], LSTMState)`."""
+  if not pallas_supports(cell):
+    raise ValueError(f"cell: no Pallas kernel for {cell.name} with {cell.hparams} "
+                     "(only a plain LSTM)")
+  B = xs.shape[0]
+  if initial_carry is None:
+    initial_carry = cell.initial_carry((B,), xs.dtype)
+  lengths = None if seq_lengths is None else jnp.asarray(seq_lengths, jnp.int32)
+  xs_tm = jnp.swapaxes(xs, 0, 1)  # [T, B, D]
+  ys, h_n, c_n = lstm_sequence_pallas(params, xs_tm, initial_carry.h, initial_carry.c,
+                                      lengths, reverse, interpret=interpret)  # ys: [T, B, H]
+  return jnp.swapaxes(ys, 0, 1), LSTMState(h_n, c_n)
+
+
+__all__ = ["fused_supports", "fused_unroll", "gru_sequence", "lstm_sequence",
+           "lstm_sequence_pallas", "pallas_supports", "pallas_unroll"]
