@@ -128,7 +128,7 @@ def gradient_flow(config, workdir: str) -> dict:
       trained[name] = probe(cell_config, model, params, batch)
       results[f"grad_norm_ratio/trained/{name}"] = float(trained[name][0] / trained[name][-1])
       predictions = model.apply(params, batch)
-      results[f"train_mse/{name}"] = float(model.loss(predictions, batch)[0])
+      results[f"probe_mse/{name}"] = float(model.loss(predictions, batch)[0])
       line += f", {trained[name][0] / trained[name][-1]:.3g} after {num_steps} steps"
     print(line, flush=True)
   setting = f"adding task, T={config.seq_len}, H={config.hidden_size}"
