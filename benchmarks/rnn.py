@@ -15,6 +15,14 @@ turns round-robin so every implementation sees the same machine state:
 
 and prints milliseconds, GFLOP/s and the ratio to torch, forward and
 forward+backward. `--compile_sizes` reports compile time against T.
+
+    python -m benchmarks.rnn --memory --sizes=32x512x10000
+
+`--memory` runs nothing: it compiles forward+backward (the same loss and
+gradients) for each size, with and without `remat`, for the fused kernels and
+the scan path, and prints XLA's compile-time memory analysis
+(`compiled.memory_analysis()`: arguments, outputs, temporaries and their total,
+the peak the program needs), so sizes far beyond the machine's memory can be read.
 """
 
 from __future__ import annotations
@@ -42,6 +50,10 @@ _IMPLS = flags.DEFINE_list("implementations", ["rnn_jax/scan", "rnn_jax/fused", 
 _COMPILE_T = flags.DEFINE_list("compile_sizes", ["100", "1000", "10000"],
                                "T values for the compile-time report (B=32, H=512).")
 _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
+_MEMORY = flags.DEFINE_bool("memory", False, "Compile only and report the compile-time memory "
+                            "analysis of forward+backward with and without remat, then exit.")
+_MEMORY_DTYPE = flags.DEFINE_enum("memory_dtype", "float32", ["float32", "bfloat16"],
+                                  "Params and inputs dtype for --memory.")
 
 GATES = {"lstm": 4, "gru": 3}
 
@@ -159,10 +171,68 @@ def measure_compile(cell_name: str, impl: str, T: int) -> float:
   return time.perf_counter() - start
 
 
+def measure_memory(cell_name: str, implementation: str, remat: bool, B: int, H: int, T: int,
+                   dtype=jnp.float32) -> dict[str, int] | None:
+  """Compile-time memory of forward+backward (loss = sum of the outputs, gradients for the
+  params and the inputs `[B, T, H]`), from XLA's buffer assignment; nothing runs.
+
+  Returns bytes, or None where `memory_analysis` is unavailable: `argument`, `output`,
+  `temp` (the one allocation XLA packs every temporary into: the peak of the live
+  temporaries), `alias`, and `total` = argument + output + temp - alias, the peak this
+  program needs. (`peak_memory_in_bytes`, kept as `xla_peak`, counts only the arguments
+  and outputs on the CPU in jax 0.10.2.)
+  """
+  cell = cells.lstm(H) if cell_name == "lstm" else cells.gru(H, reset_after=True)
+  params = jax.eval_shape(lambda: jax.tree_util.tree_map(
+      lambda a: a.astype(dtype), cell.init(jax.random.key(0), H)))
+  xs = jax.ShapeDtypeStruct((B, T, H), dtype)
+  loss = lambda p, x: jnp.sum(rnn_jax.unroll(cell, p, x, remat=remat,
+                                             implementation=implementation)[0])
+  compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs).compile()
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  row = {name: int(getattr(stats, f"{name}_size_in_bytes"))
+         for name in ("argument", "output", "temp", "alias")}
+  row["total"] = row["argument"] + row["output"] + row["temp"] - row["alias"]
+  row["xla_peak"] = int(getattr(stats, "peak_memory_in_bytes", 0) or 0)
+  return row
+
+
+def memory_report(results) -> None:
+  """`--memory`: the compile-time memory table for every cell and size."""
+  dtype = jnp.dtype(_MEMORY_DTYPE.value)
+  gib = lambda n: n / 2**30
+  results["memory"] = []
+  for cell_name in _CELLS.value:
+    for size in _SIZES.value:
+      B, H, T = (int(v) for v in size.split("x"))
+      print(f"\n{cell_name} B={B} H={H} T={T} {dtype.name}: compile-time memory of "
+            "forward+backward (GiB, XLA memory_analysis; nothing executed)")
+      print(f"{'implementation':>22} | {'arguments':>9} {'outputs':>9} {'temp':>9} {'total':>9}")
+      for implementation in ("fused", "scan"):
+        for remat in (False, True):
+          row = measure_memory(cell_name, implementation, remat, B, H, T, dtype)
+          name = f"rnn_jax/{implementation}" + (" remat" if remat else "")
+          if row is None:
+            print(f"{name:>22} | memory_analysis unavailable on {jax.default_backend()}")
+            continue
+          results["memory"].append({"cell": cell_name, "B": B, "H": H, "T": T,
+                                    "dtype": dtype.name, "implementation": name, **row})
+          print(f"{name:>22} | {gib(row['argument']):9.3f} {gib(row['output']):9.3f} "
+                f"{gib(row['temp']):9.3f} {gib(row['total']):9.3f}")
+
+
 def main(argv):
   del argv
   results = {"machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores",
              "jax": jax.__version__, "backend": jax.default_backend(), "rows": []}
+  if _MEMORY.value:
+    memory_report(results)
+    if _JSON.value:
+      with open(_JSON.value, "w") as f:
+        json.dump(results, f, indent=2)
+    return
   for cell_name in _CELLS.value:
     for size in _SIZES.value:
       B, H, T = (int(v) for v in size.split("x"))

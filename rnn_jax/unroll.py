@@ -131,14 +131,19 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
       and its time index `t`, so a cell can draw one mask per sequence (from
       `key`) or one per step (from `fold_in(key, t)`).
     unroll: how many steps `lax.scan` unrolls per iteration.
-    remat: rematerialise each step in the backward pass (`jax.checkpoint`):
-      memory O(T * carry) instead of O(T * all activations), for long sequences.
+    remat: rematerialise in the backward pass, for long sequences. The fused
+      kernels keep only the carry at the start of each chunk of ceil(sqrt(T))
+      steps and recompute a chunk's input projection and gates before its
+      reverse scan: saved memory O(sqrt(T) * B * H) plus one chunk's
+      activations, instead of O(T * B * (G + 3) * H). The scan path wraps each
+      step in `jax.checkpoint`: O(T * carry) instead of O(T * all activations);
+      "pallas" ignores it.
     implementation: "scan" (`lax.scan` over `cell.step`, autodiff backward),
       "fused" (a kernel of `rnn_jax.kernels`: hoisted input projection and a
       hand-written backward pass), or "auto": fused where a kernel supports
-      the cell and no step option (remat, timestamps, random masks) is in
-      play, scan otherwise; or "pallas" (plain LSTM cells only: the Pallas
-      kernels of `rnn_jax.kernels.pallas_lstm`, the whole recurrence in one
+      the cell (with or without `remat`), scan otherwise (timestamps, random
+      masks, peepholes, layer norm); or "pallas" (plain LSTM cells only: the
+      Pallas kernels of `rnn_jax.kernels.pallas_lstm`, the whole recurrence in one
       launch with W_hh on chip; interpret mode off the GPU, so slow on the
       CPU; "auto" never picks it). All compute the same function. The fused
       and Pallas kernels define their backward pass with `jax.custom_vjp`, so
@@ -157,10 +162,9 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
   if implementation == "pallas":
     return kernels.pallas_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
                                  initial_carry=initial_carry)
-  if implementation == "fused" or (implementation == "auto" and not remat
-                                   and kernels.fused_supports(cell)):
+  if implementation == "fused" or (implementation == "auto" and kernels.fused_supports(cell)):
     return kernels.fused_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
-                                initial_carry=initial_carry)
+                                initial_carry=initial_carry, remat=remat)
   B, T, _ = xs.shape
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)

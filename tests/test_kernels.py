@@ -1,4 +1,8 @@
-"""Fused sequence kernels against their reference: values and gradients."""
+"""Fused sequence kernels against their reference: values and gradients.
+
+Float32 against the loop and the scan path; bfloat16 against the float32 scan
+on the same rounded numbers; `remat=True` against `remat=False`.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -84,8 +88,9 @@ def test_auto_picks_the_fused_kernel_only_where_it_applies():
   jaxpr = lambda c, p, **kw: str(jax.make_jaxpr(
       lambda p, x: rnn_jax.unroll(c, p, x, **kw))(p, xs))
   assert "custom_vjp" in jaxpr(cell, params)
-  assert "custom_vjp" not in jaxpr(cell, params, remat=True)
+  assert "custom_vjp" in jaxpr(cell, params, remat=True)  # the fused kernel's own remat
   assert "custom_vjp" not in jaxpr(cell, params, implementation="scan")
+  assert "remat" in jaxpr(cell, params, implementation="scan", remat=True)  # jax.checkpoint
   peephole = cells.lstm(H, peephole=True)
   assert not kernels.fused_supports(peephole)
   assert "custom_vjp" not in jaxpr(peephole, peephole.init(jax.random.key(0), D))
@@ -93,3 +98,119 @@ def test_auto_picks_the_fused_kernel_only_where_it_applies():
     rnn_jax.unroll(peephole, peephole.init(jax.random.key(0), D), xs, implementation="fused")
   with pytest.raises(ValueError, match="implementation"):
     rnn_jax.unroll(cell, params, xs, implementation="cudnn")
+
+
+def _trees_close(a, b, **tol):
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(
+      np.asarray(x, np.float32), np.asarray(y, np.float32), **tol), a, b)
+
+
+def _value_and_grads(cell, lengths, reverse, run):
+  """`(ys, final), grads` of a float32 loss touching every output and the final carry;
+  `run(cell, params, xs, **kw)` is `unroll`'s contract."""
+
+  def loss(params, xs, carry):
+    out = run(cell, params, xs, seq_lengths=lengths, reverse=reverse, initial_carry=carry)
+    ys, final = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), out)
+    w = jnp.arange(ys.size, dtype=jnp.float32).reshape(ys.shape) / ys.size
+    leaves = jax.tree_util.tree_leaves(final)
+    return jnp.sum(w * ys) + jnp.sum(jnp.sin(leaves[0])) + jnp.sum(leaves[-1] ** 2), out
+
+  return jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
+
+
+def _fused(remat=False, chunk_size=None):
+  return lambda *a, **kw: kernels.fused_unroll(*a, remat=remat, chunk_size=chunk_size, **kw)
+
+
+_scan = lambda *a, **kw: rnn_jax.unroll(*a, implementation="scan", **kw)
+
+# (lengths, reverse, remat): lengths 0 and T, both directions, remat with T = 6 not a
+# multiple of the chunk (4).
+BF16_CASES = [(None, False, False), ([6, 0, 3], True, False), ([1, 6, 6], False, False),
+              ([6, 0, 3], False, True), (None, True, True)]
+
+
+@pytest.mark.parametrize("lengths,reverse,remat", BF16_CASES)
+@pytest.mark.parametrize("name", list(FUSED_CELLS))
+def test_bfloat16_equals_float32_scan_on_the_rounded_numbers(name, lengths, reverse, remat):
+  """bfloat16 params, inputs and carry: float32 accumulation, gate math and carry inside;
+  outputs and gradients in bfloat16, near the float32 scan run on the same rounded values."""
+  cell, params, xs, carry = _setup(cell=FUSED_CELLS[name]())
+  lengths = None if lengths is None else jnp.array(lengths)
+  to = lambda dtype: lambda t: jax.tree_util.tree_map(lambda a: a.astype(dtype), t)
+  args16 = to(jnp.bfloat16)((params, xs, carry))
+  grads16, out16 = _value_and_grads(cell, lengths, reverse, _fused(remat, 4))(*args16)
+  for leaf in jax.tree_util.tree_leaves((out16, grads16)):
+    assert leaf.dtype == jnp.bfloat16
+  grads32, out32 = _value_and_grads(cell, lengths, reverse, _scan)(*to(jnp.float32)(args16))
+  _trees_close(out16, out32, rtol=2e-2, atol=2e-2)
+  _trees_close(grads16, grads32, rtol=2e-2, atol=2e-2)
+
+
+def test_mixed_dtypes_promote_like_the_scan_path():
+  """float32 params with bfloat16 inputs: float32 outputs, each gradient in its primal's dtype."""
+  cell, params, xs, carry = _setup()
+  xs16 = xs.astype(jnp.bfloat16)
+  grads, out = _value_and_grads(cell, None, False, _fused())(params, xs16, carry)
+  assert out[0].dtype == jnp.float32 and grads[1].dtype == jnp.bfloat16
+  assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves((grads[0], grads[2])))
+  grads_ref, out_ref = _value_and_grads(cell, None, False, _scan)(params, xs16, carry)
+  _trees_close(out, out_ref, rtol=1e-5, atol=1e-6)
+  _trees_close((grads[0], grads[2]), (grads_ref[0], grads_ref[2]), rtol=1e-5, atol=1e-6)
+  _trees_close(grads[1], grads_ref[1], rtol=1e-2, atol=1e-2)  # both rounded to bfloat16
+
+
+# (lengths, reverse, chunk_size) with T = 6: the default chunk (3), a short last chunk (4 = 4 + 2),
+# chunks of one step, one chunk larger than T.
+REMAT_CASES = [(None, False, None), ([6, 0, 3], True, 4), ([1, 6, 6], False, 4),
+               ([6, 0, 3], False, 1), (None, True, 10)]
+
+
+@pytest.mark.parametrize("lengths,reverse,chunk_size", REMAT_CASES)
+@pytest.mark.parametrize("name", list(FUSED_CELLS))
+def test_remat_changes_nothing(name, lengths, reverse, chunk_size):
+  cell, params, xs, carry = _setup(cell=FUSED_CELLS[name]())
+  lengths = None if lengths is None else jnp.array(lengths)
+  remat = _value_and_grads(cell, lengths, reverse, _fused(True, chunk_size))(params, xs, carry)
+  plain = _value_and_grads(cell, lengths, reverse, _fused())(params, xs, carry)
+  _trees_close(remat, plain, rtol=1e-5, atol=1e-6)
+  loop = rnn_jax.unroll_reference(cell, params, xs, seq_lengths=lengths, reverse=reverse,
+                                  initial_carry=carry)
+  _trees_close(remat[1], loop, rtol=1e-5, atol=1e-6)
+
+
+def _eqn_shapes(jaxpr):
+  """The shapes of every value a jaxpr computes, sub-jaxprs (scans, custom rules) included."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  for eqn in jaxpr.eqns:
+    yield from (tuple(v.aval.shape) for v in eqn.outvars)
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else [param]:
+        if hasattr(sub, "eqns") or hasattr(sub, "jaxpr"):
+          yield from _eqn_shapes(sub)
+
+
+@pytest.mark.parametrize("name,gates", [("lstm", 4), ("gru", 3)])
+def test_remat_never_materialises_the_whole_projection(name, gates):
+  """The gradient with `unroll(..., remat=True)` holds no `[T, B, G*H]` array (the hoisted
+  projection, the activations, dZ); without remat it does."""
+  T_long = 49  # chunks of 7
+  cell = FUSED_CELLS[name]()
+  params = cell.init(jax.random.key(0), D)
+  xs = jax.random.normal(jax.random.key(1), (B, T_long, D))
+
+  def shapes(remat):
+    loss = lambda p, x: jnp.sum(rnn_jax.unroll(cell, p, x, remat=remat)[0])
+    return set(_eqn_shapes(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, xs)))
+
+  whole = {(T_long, B, gates * H), (T_long * B, gates * H)}
+  assert whole & shapes(False)
+  assert not whole & shapes(True)
+  assert (7, B, gates * H) in shapes(True)  # one chunk's projection
+
+
+def test_remat_chunk_size_is_checked():
+  cell, params, xs, _ = _setup()
+  with pytest.raises(ValueError, match="chunk_size"):
+    kernels.fused_unroll(cell, params, xs, remat=True, chunk_size=0)

@@ -1,7 +1,10 @@
 """Custom sequence kernels, each beside the reference it is tested against.
 
 `unroll(..., implementation="auto")` picks a fused kernel here when one
-supports the cell, and the generic `lax.scan` over `cell.step` otherwise.
+supports the cell, and the generic `lax.scan` over `cell.step` otherwise;
+with `remat=True` the fused kernels rematerialise chunks of steps in their
+backward pass. They take bfloat16 params and inputs (float32 accumulation,
+gate math and carry).
 `implementation="pallas"` runs a plain LSTM through the Pallas kernels of
 `pallas_lstm` (interpret mode off the GPU); "auto" never picks them.
 """
@@ -27,8 +30,12 @@ def fused_supports(cell: Cell) -> bool:
 
 
 def fused_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
-                 initial_carry=None):
-  """`unroll` through the fused kernel: `xs [B, T, D]` -> `(ys [B, T, H], final_carry)`."""
+                 initial_carry=None, remat=False, chunk_size=None):
+  """`unroll` through the fused kernel: `xs [B, T, D]` -> `(ys [B, T, H], final_carry)`.
+
+  `remat`: the backward pass recomputes chunks of `chunk_size` steps (default
+  `ceil(sqrt(T))`) from the carry saved at each chunk's start (see `fused_lstm`).
+  """
   if not fused_supports(cell):
     raise ValueError(f"cell: no fused kernel for {cell.name} with {cell.hparams}")
   B = xs.shape[0]
@@ -38,10 +45,10 @@ def fused_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
   xs_tm = jnp.swapaxes(xs, 0, 1)  # [T, B, D]
   if cell.name == "gru":
     ys, h_n = gru_sequence(params, xs_tm, initial_carry, lengths, reverse,
-                           cell.hparams["reset_after"])
+                           cell.hparams["reset_after"], remat, chunk_size)
     return jnp.swapaxes(ys, 0, 1), h_n
   ys, h_n, c_n = lstm_sequence(params, xs_tm, initial_carry.h, initial_carry.c, lengths,
-                               reverse)  # ys: [T, B, H]
+                               reverse, remat, chunk_size)  # ys: [T, B, H]
   return jnp.swapaxes(ys, 0, 1), LSTMState(h_n, c_n)
 
 

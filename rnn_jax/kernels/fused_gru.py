@@ -4,8 +4,11 @@ The reference is `rnn_jax.unroll(cells.gru(H, reset_after=...), ...)` with
 `implementation="scan"`; see `fused_lstm.py` for the scheme (one GEMM for the
 input projection of all steps, a recurrence that saves its gate activations,
 a reverse scan that computes only the pre-activation gradients, and the
-weight and input gradients as large GEMMs over all steps). Both GRU forms of
-`cells.gru` are supported, gate order `r, z, n`:
+weight and input gradients as large GEMMs over all steps), for `remat` (chunks
+of `ceil(sqrt(T))` steps recomputed in the backward pass from the saved `h` at
+each chunk's start) and for the precision rules (bfloat16 operands, float32
+accumulation, gate math and carry). Both GRU forms of `cells.gru` are
+supported, gate order `r, z, n`:
 
   reset_after=True  (cuDNN/PyTorch):  n = tanh(x W_in + b_n + r ⊙ (h W_hn + b_hn))
   reset_after=False (Cho et al.):     n = tanh(x W_in + b_n + (r ⊙ h) W_hn)
@@ -20,33 +23,36 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.kernels.fused_lstm import _project, _step_mask, _step_projection
+from rnn_jax.kernels.fused_lstm import (_bias, _dot, _project, _remat_backward, _remat_forward,
+                                        _step_mask, _step_projection, accumulation_dtype,
+                                        chunk_length, compute_dtype)
 
 
 def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: bool,
-             hoisted: bool):
-  """The recurrence over `inputs`: projections `zx [T, B, 3H]` when `hoisted`, else `xs`."""
+             hoisted: bool, dtype):
+  """The recurrence over `inputs`: projections `zx [T, B, 3H]` when `hoisted`, else `xs`.
+  `h0 [B, H]` and the carry stay in the accumulation dtype; `ys [T, B, H]` is in `dtype`."""
   w_hh = params["w_hh"]
   H = h0.shape[-1]
 
   def body(h, inp):
     in_t, m_t = inp
-    zx_t = in_t if hoisted else _step_projection(params, in_t)
+    zx_t = in_t if hoisted else _step_projection(params, in_t, dtype)
     x_r, x_z, x_n = jnp.split(zx_t, 3, axis=-1)
     if reset_after:
-      h_r, h_z, h_n = jnp.split(h @ w_hh, 3, axis=-1)
+      h_r, h_z, h_n = jnp.split(_dot(h, w_hh, dtype), 3, axis=-1)
       if "b_hn" in params:
-        h_n = h_n + params["b_hn"]
+        h_n = h_n + _bias(params, "b_hn", dtype)
       r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
       n = jnp.tanh(x_n + r * h_n)
       extra = h_n
     else:
-      h_rz = h @ w_hh[:, :2 * H]
+      h_rz = _dot(h, w_hh[:, :2 * H], dtype)
       r, z = jax.nn.sigmoid(x_r + h_rz[:, :H]), jax.nn.sigmoid(x_z + h_rz[:, H:])
-      n = jnp.tanh(x_n + (r * h) @ w_hh[:, 2 * H:])
+      n = jnp.tanh(x_n + _dot(r * h, w_hh[:, 2 * H:], dtype))
       extra = None
     h_new = (1.0 - z) * n + z * h
-    y = h_new
+    y = h_new.astype(dtype)
     if m_t is not None:
       h_new = jnp.where(m_t, h_new, h)
       y = jnp.where(m_t, y, jnp.zeros_like(y))
@@ -57,44 +63,35 @@ def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: b
   return ys, h_n, residuals
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def gru_sequence(params, xs, h0, lengths, reverse=False, reset_after=True):
-  """Runs a GRU over `xs: [T, B, D]`; returns `(ys [T, B, H], h_n [B, H])`."""
-  # Without differentiation the projection stays inside the scan (see fused_lstm).
-  ys, h_n, _ = _forward(params, xs, h0, _step_mask(lengths, xs.shape[0]), reverse, reset_after,
-                        save=False, hoisted=False)
-  return ys, h_n
+def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: bool, dtype):
+  """The backward pass over a stretch of steps whose residuals `(r, z, n, h_n, h_{t-1})`
+  (each `[T, B, H]`) are at hand; `d_ys [T, B, H]`, `dh_n [B, H]` the cotangents.
 
-
-def _gru_fwd(params, xs, h0, lengths, reverse, reset_after):
-  ys, h_n, residuals = _forward(params, _project(params, xs), h0,
-                                _step_mask(lengths, xs.shape[0]), reverse, reset_after, save=True,
-                                hoisted=True)
-  return (ys, h_n), (params, xs, lengths, residuals)
-
-
-def _gru_bwd(reverse, reset_after, saved, cotangents):
-  params, xs, lengths, (r, z, n, h_n_pre, h_prev) = saved
-  d_ys, d_hn = cotangents
+  Returns:
+    `(dh_0, grads, d_xs)`: grads `{w_ih, w_hh[, b][, b_hn]}` in the accumulation
+    dtype, `d_xs [T, B, D]` in xs's dtype.
+  """
+  r, z, n, h_n_pre, h_prev = residuals
+  acc = accumulation_dtype(dtype)
   w_hh = params["w_hh"]
   T, B, D = xs.shape
-  H = d_hn.shape[-1]
-  mask = _step_mask(lengths, T)
+  H = dh_n.shape[-1]
 
   def body(dh_next, inp):
     dy, r_t, z_t, n_t, hn_t, h_p, m_t = inp
-    dh = dh_next + dy
+    dh = dh_next + dy.astype(acc)
     dn_pre = dh * (1.0 - z_t) * (1.0 - n_t * n_t)
     dz_pre = dh * (h_p - n_t) * z_t * (1.0 - z_t)
     if reset_after:
       dr_pre = dn_pre * hn_t * r_t * (1.0 - r_t)
       d_hh = jnp.concatenate([dr_pre, dz_pre, dn_pre * r_t], -1)  # d(h W_hh + b_hh part)
-      dh_prev = dh * z_t + d_hh @ w_hh.T
+      dh_prev = dh * z_t + _dot(d_hh, w_hh.T, dtype)
     else:
-      d_rh = dn_pre @ w_hh[:, 2 * H:].T  # d(r ⊙ h)
+      d_rh = _dot(dn_pre, w_hh[:, 2 * H:].T, dtype)  # d(r ⊙ h)
       dr_pre = d_rh * h_p * r_t * (1.0 - r_t)
       d_hh = jnp.concatenate([dr_pre, dz_pre, dn_pre], -1)
-      dh_prev = dh * z_t + d_rh * r_t + jnp.concatenate([dr_pre, dz_pre], -1) @ w_hh[:, :2 * H].T
+      dh_prev = (dh * z_t + d_rh * r_t
+                 + _dot(jnp.concatenate([dr_pre, dz_pre], -1), w_hh[:, :2 * H].T, dtype))
     d_zx = jnp.concatenate([dr_pre, dz_pre, dn_pre], -1)  # [B, 3H]
     if m_t is not None:
       d_zx = jnp.where(m_t, d_zx, jnp.zeros_like(d_zx))
@@ -103,23 +100,87 @@ def _gru_bwd(reverse, reset_after, saved, cotangents):
     return dh_prev, (d_zx, d_hh)
 
   hn_seq = h_n_pre if reset_after else r  # a placeholder of the right shape when unused
-  dh0, (d_zx, d_hh) = jax.lax.scan(body, d_hn, (d_ys, r, z, n, hn_seq, h_prev, mask),
+  dh0, (d_zx, d_hh) = jax.lax.scan(body, dh_n, (d_ys, r, z, n, hn_seq, h_prev, mask),
                                    reverse=not reverse)
   d_zx = d_zx.reshape(T * B, 3 * H)
   d_hh = d_hh.reshape(T * B, 3 * H)
   h_flat = h_prev.reshape(T * B, H)
   if reset_after:
-    dw_hh = h_flat.T @ d_hh  # [H, 3H]
+    dw_hh = _dot(h_flat.T, d_hh, dtype)  # [H, 3H]
   else:
     rh = (r * h_prev).reshape(T * B, H)
-    dw_hh = jnp.concatenate([h_flat.T @ d_hh[:, :2 * H], rh.T @ d_hh[:, 2 * H:]], -1)
-  grads = {"w_ih": xs.reshape(T * B, D).T @ d_zx, "w_hh": dw_hh}
+    dw_hh = jnp.concatenate([_dot(h_flat.T, d_hh[:, :2 * H], dtype),
+                             _dot(rh.T, d_hh[:, 2 * H:], dtype)], -1)
+  grads = {"w_ih": _dot(xs.reshape(T * B, D).T, d_zx, dtype), "w_hh": dw_hh}
   if "b" in params:
     grads["b"] = d_zx.sum(0)
   if "b_hn" in params:
     grads["b_hn"] = d_hh[:, 2 * H:].sum(0)
-  d_xs = (d_zx @ params["w_ih"].T).reshape(T, B, D)
-  return grads, d_xs, dh0, None
+  d_xs = _dot(d_zx, params["w_ih"].T, dtype).reshape(T, B, D).astype(xs.dtype)
+  return dh0, grads, d_xs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def gru_sequence(params, xs, h0, lengths, reverse=False, reset_after=True, remat=False,
+                 chunk_size=None):
+  """Runs a GRU over `xs: [T, B, D]`; returns `(ys [T, B, H], h_n [B, H])`.
+
+  `remat` and `chunk_size` as in `fused_lstm.lstm_sequence`; ys comes out in the
+  promoted dtype of the params, xs and h0, h_n in h0's dtype.
+  """
+  if remat:  # it only changes what the backward pass keeps; check chunk_size all the same
+    chunk_length(xs.shape[0], chunk_size)
+  dtype = compute_dtype(params, xs, h0)
+  # Without differentiation the projection stays inside the scan (see fused_lstm).
+  ys, h_n, _ = _forward(params, xs, h0.astype(accumulation_dtype(dtype)),
+                        _step_mask(lengths, xs.shape[0]), reverse, reset_after, save=False,
+                        hoisted=False, dtype=dtype)
+  return ys, h_n.astype(h0.dtype)
+
+
+def _gru_fwd(params, xs, h0, lengths, reverse, reset_after, remat, chunk_size):
+  dtype = compute_dtype(params, xs, h0)
+  h = h0.astype(accumulation_dtype(dtype))
+  T = xs.shape[0]
+  if remat:
+
+    def run(xs_c, start, h):
+      mask = _step_mask(lengths, xs_c.shape[0], start)
+      ys_c, h, _ = _forward(params, _project(params, xs_c, dtype), h, mask, reverse,
+                            reset_after, save=False, hoisted=True, dtype=dtype)
+      return h, ys_c
+
+    ys, h_n, residuals = _remat_forward(run, xs, h, chunk_length(T, chunk_size), reverse)
+  else:
+    ys, h_n, residuals = _forward(params, _project(params, xs, dtype), h, _step_mask(lengths, T),
+                                  reverse, reset_after, save=True, hoisted=True, dtype=dtype)
+  return (ys, h_n.astype(h0.dtype)), (params, xs, lengths, residuals)
+
+
+def _gru_bwd(reverse, reset_after, remat, chunk_size, saved, cotangents):
+  params, xs, lengths, residuals = saved
+  d_ys, d_hn = cotangents  # d_hn in h0's dtype
+  dtype = compute_dtype(params, xs, d_hn)
+  acc = accumulation_dtype(dtype)
+  T = xs.shape[0]
+  if remat:
+
+    def chunk_bwd(start, size, h_in, dh):
+      xs_c = jax.lax.dynamic_slice_in_dim(xs, start, size)
+      mask = _step_mask(lengths, size, start)
+      _, _, res = _forward(params, _project(params, xs_c, dtype), h_in, mask, reverse,
+                           reset_after, save=True, hoisted=True, dtype=dtype)
+      return _grads(params, xs_c, res, mask, jax.lax.dynamic_slice_in_dim(d_ys, start, size),
+                    dh, reverse, reset_after, dtype)
+
+    zeros = {name: jnp.zeros(p.shape, acc) for name, p in params.items()}
+    dh0, grads, d_xs = _remat_backward(chunk_bwd, residuals, d_hn.astype(acc), zeros, T,
+                                       chunk_length(T, chunk_size), reverse)
+  else:
+    dh0, grads, d_xs = _grads(params, xs, residuals, _step_mask(lengths, T), d_ys,
+                              d_hn.astype(acc), reverse, reset_after, dtype)
+  grads = {name: g.astype(params[name].dtype) for name, g in grads.items()}
+  return grads, d_xs, dh0.astype(d_hn.dtype), None
 
 
 gru_sequence.defvjp(_gru_fwd, _gru_bwd)

@@ -19,6 +19,26 @@ Backward (`jax.custom_vjp`):
     Autodiff through `lax.scan` instead accumulates `h_{t-1}^T dZ_t` into
     `dW_hh` at every step, rewriting the whole matrix T times.
 
+Rematerialisation (`remat=True`, for long sequences): the steps are cut into
+chunks of k (`chunk_size`, default `ceil(sqrt(T))`). The forward pass projects
+and runs one chunk at a time and keeps only the carry `(h, c)` entering each
+chunk; the backward pass walks the chunks in reverse, recomputes a chunk's
+projection `[k, B, 4H]` and gate activations from its saved carry, runs the
+reverse scan over it and adds the chunk's share to the weight gradients (GEMMs
+over `k*B` rows). Saved between the passes: `O(T/k * B * H)` carries instead
+of `O(T * B * 7H)` activations, and the `[T, B, 4H]` projection is never
+materialised: at most `O(k * B * 4H)` per chunk. It costs a second forward
+pass. The last chunk holds `T mod k` steps when k does not divide T.
+
+Precision: the matmul operands are in the promoted dtype of the inputs, params
+and carry (`dtype`: bfloat16 when they all are), with float32 accumulation
+(`preferred_element_type`); the gate math, the carry `(h, c)` and the gradients
+`dZ` are float32 throughout the recurrence (float64 in float64). Outputs are
+`ys` in `dtype` and the final carry in the initial carry's dtype; gradients come
+back in each primal's dtype. With bfloat16 this is therefore more accurate than
+the scan path in bfloat16 (which rounds `c` at every step): the tests hold it
+to the float32 scan on the same bfloat16-rounded numbers.
+
 Layout: time-major inside (`[T, B, ...]`), gate order `i, f, g, o` in the
 fused `[*, 4H]` matrices, as in `cells.lstm`. The padding rule is the one of
 `rnn_jax.unroll` (steps at `t >= len_b` leave the carry and output zero;
@@ -28,11 +48,148 @@ fused `[*, 4H]` matrices, as in `cells.lstm`. The padding rule is the one of
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+
+# ---------------------------------------------------------------- precision
+
+
+def compute_dtype(params, *arrays):
+  """The dtype the scan path would compute in: params, inputs and carry promoted."""
+  return jnp.result_type(*jax.tree_util.tree_leaves(params), *arrays)
+
+
+def accumulation_dtype(dtype):
+  """The dtype of the carry, gate math and matmul results: `dtype`, at least float32."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _dot(a: Array, b: Array, dtype) -> Array:
+  """`a @ b` with both operands in `dtype` and float32 (or wider) accumulation and result."""
+  return jnp.matmul(a.astype(dtype), b.astype(dtype),
+                    preferred_element_type=accumulation_dtype(dtype))
+
+
+def _bias(params, name, dtype):
+  return params[name].astype(accumulation_dtype(dtype))
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def _step_mask(lengths, T, start=0):
+  """`[T, B, 1]` validity of steps `start .. start + T - 1`, or None without lengths."""
+  if lengths is None:
+    return None
+  t = start + jnp.arange(T)
+  return (t[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
+
+
+def _step_projection(params, x_t, dtype):
+  """The input projection of one step, `[B, D]` -> `[B, G*H]` (+ b), accumulation dtype."""
+  z = _dot(x_t, params["w_ih"], dtype)
+  return z + _bias(params, "b", dtype) if "b" in params else z
+
+
+def _project(params, xs, dtype):
+  """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b)."""
+  T, B, D = xs.shape
+  zx = _dot(xs.reshape(T * B, D), params["w_ih"], dtype).reshape(T, B, -1)  # [T*B, D] x [D, G*H]
+  if "b" in params:
+    zx = zx + _bias(params, "b", dtype)
+  return zx
+
+
+def chunk_length(T: int, chunk_size: int | None = None) -> int:
+  """Steps per rematerialised chunk: `chunk_size`, by default `ceil(sqrt(T))`, at most T."""
+  if chunk_size is None:
+    chunk_size = math.isqrt(T - 1) + 1 if T > 0 else 1
+  if not isinstance(chunk_size, int) or chunk_size < 1:
+    raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+  return max(1, min(chunk_size, T))
+
+
+def _tree_add(a, b):
+  return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def _remat_forward(run, xs, carry, k: int, reverse: bool):
+  """Runs `xs [T, ...]` chunk by chunk, keeping only the carry that enters each chunk.
+
+  `run(xs_c [k', ...], start, carry) -> (carry, ys_c [k', ...])` runs the steps
+  `start .. start + k' - 1` (in reverse when `reverse`). The full chunks go
+  through one `lax.scan`; the last `T mod k` steps are a chunk of their own.
+
+  Returns:
+    `(ys [T, ...], final carry, boundaries)`; boundaries is `(carries entering the
+    full chunks, stacked [T // k, ...]; the carry entering the short chunk or None)`,
+    what `_remat_backward` recomputes the chunks from.
+  """
+  T = xs.shape[0]
+  n, r = divmod(T, k)
+
+  def full(carry, j):
+    start = j * k
+    new, ys_c = run(jax.lax.dynamic_slice_in_dim(xs, start, k), start, carry)
+    return new, (carry, ys_c)
+
+  rest_in = ys_r = None
+  if reverse and r:  # the short chunk holds the last steps, so in reverse it runs first
+    rest_in = carry
+    carry, ys_r = run(xs[n * k:], n * k, carry)
+  carry, (full_in, ys_f) = jax.lax.scan(full, carry, jnp.arange(n), reverse=reverse)
+  if not reverse and r:
+    rest_in = carry
+    carry, ys_r = run(xs[n * k:], n * k, carry)
+  ys = ys_f.reshape((n * k,) + ys_f.shape[2:])  # [n, k, ...] -> [n*k, ...]
+  if r:
+    ys = jnp.concatenate([ys, ys_r])
+  return ys, carry, (full_in, rest_in)
+
+
+def _remat_backward(chunk_bwd, boundaries, d_carry, grads, T: int, k: int, reverse: bool):
+  """The backward pass of `_remat_forward`: the chunks in the opposite order.
+
+  `chunk_bwd(start, size, carry_in, d_carry) -> (d_carry_in, grads_c, d_xs_c)`
+  recomputes one chunk from the carry that entered it and runs its backward
+  pass; `grads` (the zeros to add the chunks' weight gradients to) is a
+  pytree like `grads_c`.
+
+  Returns:
+    `(d_carry at the start, summed grads, d_xs [T, ...])`.
+  """
+  n, r = divmod(T, k)
+  full_in, rest_in = boundaries
+
+  def full(state, inp):
+    d_carry, grads = state
+    j, carry_in = inp
+    d_carry, g, d_xs_c = chunk_bwd(j * k, k, carry_in, d_carry)
+    return (d_carry, _tree_add(grads, g)), d_xs_c
+
+  def rest(d_carry, grads):
+    d_carry, g, d_xs_r = chunk_bwd(n * k, r, rest_in, d_carry)
+    return d_carry, _tree_add(grads, g), d_xs_r
+
+  d_xs_r = None
+  if not reverse and r:  # the short chunk ran last, so its backward pass runs first
+    d_carry, grads, d_xs_r = rest(d_carry, grads)
+  (d_carry, grads), d_xs_f = jax.lax.scan(full, (d_carry, grads), (jnp.arange(n), full_in),
+                                          reverse=not reverse)
+  if reverse and r:
+    d_carry, grads, d_xs_r = rest(d_carry, grads)
+  d_xs = d_xs_f.reshape((n * k,) + d_xs_f.shape[2:])  # [n, k, ...] -> [n*k, ...]
+  if r:
+    d_xs = jnp.concatenate([d_xs, d_xs_r])
+  return d_carry, grads, d_xs
+
+
+# ---------------------------------------------------------------- the LSTM
 
 
 def _gates(z: Array):
@@ -41,26 +198,21 @@ def _gates(z: Array):
   return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
 
-def _step_projection(params, x_t):
-  """The input projection of one step, `[B, D]` -> `[B, G*H]` (+ b)."""
-  z = x_t @ params["w_ih"]
-  return z + params["b"] if "b" in params else z
-
-
-def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: bool):
+def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: bool, dtype):
   """The recurrence over `inputs`: the projections `zx [T, B, 4H]` when `hoisted`, else
-  the raw `xs [T, B, D]`, projected step by step."""
+  the raw `xs [T, B, D]`, projected step by step. `h0, c0 [B, H]` and the carry stay in
+  the accumulation dtype; `ys [T, B, H]` comes out in `dtype`."""
   w_hh = params["w_hh"]
 
   def body(carry, inp):
     h, c = carry
     in_t, m_t = inp
-    zx_t = in_t if hoisted else _step_projection(params, in_t)
-    i, f, g, o = _gates(zx_t + h @ w_hh)
+    zx_t = in_t if hoisted else _step_projection(params, in_t, dtype)
+    i, f, g, o = _gates(zx_t + _dot(h, w_hh, dtype))
     c_new = f * c + i * g
     tanh_c = jnp.tanh(c_new)
     h_new = o * tanh_c
-    y = h_new
+    y = h_new.astype(dtype)
     if m_t is not None:
       h_new = jnp.where(m_t, h_new, h)
       c_new = jnp.where(m_t, c_new, c)
@@ -72,14 +224,59 @@ def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: b
   return ys, h_n, c_n, residuals
 
 
-def _step_mask(lengths, T):
-  if lengths is None:
-    return None
-  return (jnp.arange(T)[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
+def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
+  """The backward pass over a stretch of steps whose residuals are at hand.
+
+  Args:
+    params, xs `[T, B, D]`, mask: as in the forward pass over these steps.
+    residuals: what `_forward(..., save=True)` saved: gate activations
+      `[T, B, 4H]`, `h_{t-1}`, `c_{t-1}`, `tanh(c_t)` `[T, B, H]`.
+    d_ys: `[T, B, H]` cotangents of the outputs; dh_n, dc_n: of the carry
+      after the last step run (accumulation dtype).
+
+  Returns:
+    `((dh_0, dc_0), grads, d_xs)`: the carry cotangents before the first step
+    run, `{w_ih, w_hh[, b]}` in the accumulation dtype, `d_xs [T, B, D]` in xs's dtype.
+  """
+  acts, h_prev, c_prev, tanh_c = residuals
+  acc = accumulation_dtype(dtype)
+  w_hh = params["w_hh"]
+
+  def body(carry, inp):
+    dh_next, dc_next = carry
+    dy, act, c_p, t_c, m_t = inp
+    i, f, g, o = jnp.split(act, 4, axis=-1)
+    dh = dh_next + dy.astype(acc)
+    do = dh * t_c
+    dc = dc_next + dh * o * (1.0 - t_c * t_c)
+    dz = jnp.concatenate([dc * g * i * (1.0 - i),       # d z_i
+                          dc * c_p * f * (1.0 - f),     # d z_f
+                          dc * i * (1.0 - g * g),       # d z_g
+                          do * o * (1.0 - o)], -1)      # d z_o   [B, 4H]
+    dh_prev = _dot(dz, w_hh.T, dtype)
+    dc_prev = dc * f
+    if m_t is not None:  # a padded step passed its carry through unchanged
+      dz = jnp.where(m_t, dz, jnp.zeros_like(dz))
+      dh_prev = jnp.where(m_t, dh_prev, dh_next)
+      dc_prev = jnp.where(m_t, dc_prev, dc_next)
+    return (dh_prev, dc_prev), dz
+
+  d_carry, dz = jax.lax.scan(body, (dh_n, dc_n), (d_ys, acts, c_prev, tanh_c, mask),
+                             reverse=not reverse)
+  T, B, D = xs.shape
+  dz_flat = dz.reshape(T * B, dz.shape[-1])  # [T*B, 4H]
+  grads = {
+      "w_ih": _dot(xs.reshape(T * B, D).T, dz_flat, dtype),            # [D, 4H]
+      "w_hh": _dot(h_prev.reshape(T * B, -1).T, dz_flat, dtype),       # [H, 4H]
+  }
+  if "b" in params:
+    grads["b"] = dz_flat.sum(0)
+  d_xs = _dot(dz_flat, params["w_ih"].T, dtype).reshape(T, B, D).astype(xs.dtype)
+  return d_carry, grads, d_xs
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def lstm_sequence(params, xs, h0, c0, lengths, reverse=False):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def lstm_sequence(params, xs, h0, c0, lengths, reverse=False, remat=False, chunk_size=None):
   """Runs a plain LSTM over `xs: [T, B, D]` (time-major).
 
   Args:
@@ -88,70 +285,73 @@ def lstm_sequence(params, xs, h0, c0, lengths, reverse=False):
     h0, c0: initial carry `[B, H]`.
     lengths: `[B]` int lengths or None.
     reverse: run the valid part of each sequence backwards.
+    remat: keep only the carry at chunk boundaries for the backward pass and
+      recompute each chunk there (see the module docstring); same results.
+    chunk_size: steps per chunk with `remat`; default `ceil(sqrt(T))`.
 
   Returns:
-    `(ys [T, B, H], h_n [B, H], c_n [B, H])`.
+    `(ys [T, B, H], h_n [B, H], c_n [B, H])`: ys in the promoted dtype of the
+    params, xs and carry; h_n, c_n in h0's and c0's dtypes.
   """
+  if remat:  # it only changes what the backward pass keeps; check chunk_size all the same
+    chunk_length(xs.shape[0], chunk_size)
+  dtype = compute_dtype(params, xs, h0, c0)
+  acc = accumulation_dtype(dtype)
   # Without differentiation the projection stays inside the scan: hoisting it only
   # pays for itself together with the backward pass (benchmarks/RESULTS.md).
-  ys, h_n, c_n, _ = _forward(params, xs, h0, c0, _step_mask(lengths, xs.shape[0]),
-                             reverse, save=False, hoisted=False)
-  return ys, h_n, c_n
-
-def _project(params, xs):
-  """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b)."""
-  T, B, D = xs.shape
-  zx = (xs.reshape(T * B, D) @ params["w_ih"]).reshape(T, B, -1)  # one [T*B, D] x [D, G*H] GEMM
-  if "b" in params:
-    zx = zx + params["b"]
-  return zx
+  ys, h_n, c_n, _ = _forward(params, xs, h0.astype(acc), c0.astype(acc),
+                             _step_mask(lengths, xs.shape[0]), reverse, save=False,
+                             hoisted=False, dtype=dtype)
+  return ys, h_n.astype(h0.dtype), c_n.astype(c0.dtype)
 
 
-def _lstm_fwd(params, xs, h0, c0, lengths, reverse):
-  zx = _project(params, xs)
-  mask = _step_mask(lengths, xs.shape[0])
-  ys, h_n, c_n, residuals = _forward(params, zx, h0, c0, mask, reverse, save=True, hoisted=True)
-  return (ys, h_n, c_n), (params, xs, lengths, residuals)
+def _lstm_fwd(params, xs, h0, c0, lengths, reverse, remat, chunk_size):
+  dtype = compute_dtype(params, xs, h0, c0)
+  acc = accumulation_dtype(dtype)
+  carry = (h0.astype(acc), c0.astype(acc))
+  T = xs.shape[0]
+  if remat:
+
+    def run(xs_c, start, carry):
+      mask = _step_mask(lengths, xs_c.shape[0], start)
+      ys_c, h, c, _ = _forward(params, _project(params, xs_c, dtype), *carry, mask, reverse,
+                               save=False, hoisted=True, dtype=dtype)
+      return (h, c), ys_c
+
+    ys, (h_n, c_n), residuals = _remat_forward(run, xs, carry, chunk_length(T, chunk_size),
+                                               reverse)
+  else:
+    ys, h_n, c_n, residuals = _forward(params, _project(params, xs, dtype), *carry,
+                                       _step_mask(lengths, T), reverse, save=True, hoisted=True,
+                                       dtype=dtype)
+  return (ys, h_n.astype(h0.dtype), c_n.astype(c0.dtype)), (params, xs, lengths, residuals)
 
 
-def _lstm_bwd(reverse, saved, cotangents):
-  params, xs, lengths, (acts, h_prev, c_prev, tanh_c) = saved
-  d_ys, d_hn, d_cn = cotangents
-  w_hh = params["w_hh"]
-  T, B, D = xs.shape
-  mask = _step_mask(lengths, T)
+def _lstm_bwd(reverse, remat, chunk_size, saved, cotangents):
+  params, xs, lengths, residuals = saved
+  d_ys, d_hn, d_cn = cotangents  # d_hn, d_cn in h0's and c0's dtypes
+  dtype = compute_dtype(params, xs, d_hn, d_cn)
+  acc = accumulation_dtype(dtype)
+  d_carry = (d_hn.astype(acc), d_cn.astype(acc))
+  T = xs.shape[0]
+  if remat:
 
-  def body(carry, inp):
-    dh_next, dc_next = carry
-    dy, act, c_p, t_c, m_t = inp
-    i, f, g, o = jnp.split(act, 4, axis=-1)
-    dh = dh_next + dy
-    do = dh * t_c
-    dc = dc_next + dh * o * (1.0 - t_c * t_c)
-    dz = jnp.concatenate([dc * g * i * (1.0 - i),       # d z_i
-                          dc * c_p * f * (1.0 - f),     # d z_f
-                          dc * i * (1.0 - g * g),       # d z_g
-                          do * o * (1.0 - o)], -1)      # d z_o   [B, 4H]
-    dh_prev = dz @ w_hh.T
-    dc_prev = dc * f
-    if m_t is not None:  # a padded step passed its carry through unchanged
-      dz = jnp.where(m_t, dz, jnp.zeros_like(dz))
-      dh_prev = jnp.where(m_t, dh_prev, dh_next)
-      dc_prev = jnp.where(m_t, dc_prev, dc_next)
-    return (dh_prev, dc_prev), dz
+    def chunk_bwd(start, size, carry_in, d_carry):
+      xs_c = jax.lax.dynamic_slice_in_dim(xs, start, size)
+      mask = _step_mask(lengths, size, start)
+      _, _, _, res = _forward(params, _project(params, xs_c, dtype), *carry_in, mask, reverse,
+                              save=True, hoisted=True, dtype=dtype)
+      return _grads(params, xs_c, res, mask, jax.lax.dynamic_slice_in_dim(d_ys, start, size),
+                    *d_carry, reverse, dtype)
 
-  (dh0, dc0), dz = jax.lax.scan(body, (d_hn, d_cn), (d_ys, acts, c_prev, tanh_c, mask),
-                                reverse=not reverse)
-  G = dz.shape[-1]
-  dz_flat = dz.reshape(T * B, G)  # [T*B, 4H]
-  grads = {
-      "w_ih": xs.reshape(T * B, D).T @ dz_flat,                        # [D, 4H]
-      "w_hh": h_prev.reshape(T * B, -1).T @ dz_flat,                   # [H, 4H]
-  }
-  if "b" in params:
-    grads["b"] = dz_flat.sum(0)
-  d_xs = (dz_flat @ params["w_ih"].T).reshape(T, B, D)
-  return grads, d_xs, dh0, dc0, None
+    zeros = {name: jnp.zeros(p.shape, acc) for name, p in params.items()}
+    (dh0, dc0), grads, d_xs = _remat_backward(chunk_bwd, residuals, d_carry, zeros, T,
+                                              chunk_length(T, chunk_size), reverse)
+  else:
+    (dh0, dc0), grads, d_xs = _grads(params, xs, residuals, _step_mask(lengths, T), d_ys,
+                                     *d_carry, reverse, dtype)
+  grads = {name: g.astype(params[name].dtype) for name, g in grads.items()}
+  return grads, d_xs, dh0.astype(d_hn.dtype), dc0.astype(d_cn.dtype), None
 
 
 lstm_sequence.defvjp(_lstm_fwd, _lstm_bwd)
