@@ -23,6 +23,23 @@ gradients) for each size, with and without `remat`, for the fused kernels and
 the scan path, and prints XLA's compile-time memory analysis
 (`compiled.memory_analysis()`: arguments, outputs, temporaries and their total,
 the peak the program needs), so sizes far beyond the machine's memory can be read.
+
+    python -m benchmarks.rnn --memory_run --cells=lstm --sizes=32x512x10000
+
+`--memory_run` measures instead of predicting: for each size it starts fresh
+Python processes (`python -m benchmarks.rnn --memory_child=...`) and reads each
+one's peak resident set size from the kernel (`os.wait4`'s `ru_maxrss`, KiB on
+Linux: the per-child form of `getrusage(RUSAGE_CHILDREN)`):
+
+  baseline        imports jax and rnn_jax and builds the params and `xs [B, T, H]`
+                  (one example at a time: drawing xs whole would peak at about 4x xs)
+  fused [remat]   the same, then compiles and runs ONE jitted forward+backward step
+                  of the fused kernel (loss = sum of the outputs, gradients of the
+                  params and the inputs), with and without `remat` (`--memory_remat`)
+
+and prints each peak beside XLA's compile-time total for the same program. A
+step whose compile-time total exceeds the machine's available memory (less
+1 GiB) is skipped, not run.
 """
 
 from __future__ import annotations
@@ -30,7 +47,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -53,7 +74,18 @@ _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
 _MEMORY = flags.DEFINE_bool("memory", False, "Compile only and report the compile-time memory "
                             "analysis of forward+backward with and without remat, then exit.")
 _MEMORY_DTYPE = flags.DEFINE_enum("memory_dtype", "float32", ["float32", "bfloat16"],
-                                  "Params and inputs dtype for --memory.")
+                                  "Params and inputs dtype for --memory and --memory_run.")
+_MEMORY_RUN = flags.DEFINE_bool("memory_run", False, "Run one jitted forward+backward step of "
+                                "the fused kernel per cell, size and --memory_remat setting, "
+                                "each in a fresh process, report its peak resident memory "
+                                "beside a baseline process that only builds the inputs, then "
+                                "exit.")
+_MEMORY_REMAT = flags.DEFINE_list("memory_remat", ["true", "false"],
+                                  "remat settings for --memory_run, in order.")
+_MEMORY_TIMEOUT = flags.DEFINE_float("memory_timeout", 900.0,
+                                     "Seconds allowed to each --memory_run process.")
+_MEMORY_CHILD = flags.DEFINE_string("memory_child", None, "Internal to --memory_run: a JSON "
+                                    "spec this process runs, printing one JSON line.")
 
 GATES = {"lstm": 4, "gru": 3}
 
@@ -223,12 +255,144 @@ def memory_report(results) -> None:
                 f"{gib(row['temp']):9.3f} {gib(row['total']):9.3f}")
 
 
+_CHILD_TAG = "memory_child: "
+_GiB = 2**30
+
+
+def _memory_inputs(cell_name: str, B: int, H: int, T: int, dtype):
+  """The cell, params and `xs [B, T, H]` of a --memory_run process. xs is drawn one example
+  at a time into a preallocated buffer: `jax.random.normal` of the whole array holds its
+  random bits beside it (about 4x the array at its peak)."""
+  cell = cells.lstm(H) if cell_name == "lstm" else cells.gru(H, reset_after=True)
+  params = jax.tree_util.tree_map(lambda a: a.astype(dtype), cell.init(jax.random.key(0), H))
+
+  @jax.jit
+  def draw(key):
+    def example(b, xs):  # xs: [B, T, H]
+      return xs.at[b].set(jax.random.normal(jax.random.fold_in(key, b), (T, H), dtype))
+    return jax.lax.fori_loop(0, B, example, jnp.zeros((B, T, H), dtype))
+
+  return cell, params, jax.block_until_ready(draw(jax.random.key(1)))
+
+
+def _mem_available() -> int | None:
+  """MemAvailable from /proc/meminfo in bytes, or None off Linux."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def memory_child(spec: dict) -> None:
+  """`--memory_child`: one --memory_run process. Builds the inputs; with `spec["step"]`
+  compiles and runs one forward+backward step; prints `_CHILD_TAG` and a JSON row."""
+  dtype = jnp.dtype(spec["dtype"])
+  cell, params, xs = _memory_inputs(spec["cell"], spec["B"], spec["H"], spec["T"], dtype)
+  row = {"status": "ok"}
+  if spec["step"]:
+    loss = lambda p, x: jnp.sum(rnn_jax.unroll(cell, p, x, remat=spec["remat"],
+                                               implementation="fused")[0])
+    start = time.perf_counter()
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs).compile()
+    row["compile_s"] = time.perf_counter() - start
+    stats = compiled.memory_analysis()
+    if stats is not None:
+      row["xla_total_bytes"] = int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+                                   + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    available = _mem_available()
+    if available is not None and row.get("xla_total_bytes", 0) > available - _GiB:
+      row["status"] = (f"skipped: needs {row['xla_total_bytes'] / _GiB:.1f} GiB, "
+                       f"{available / _GiB:.1f} GiB available")
+    else:
+      start = time.perf_counter()
+      d_params, d_xs = jax.block_until_ready(compiled(params, xs))
+      row["step_s"] = time.perf_counter() - start
+      squares = jax.jit(lambda grads: sum(  # jitted: fused reductions, no full-size temporary
+          jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree_util.tree_leaves(grads)))
+      row["gradients_finite"] = bool(jnp.isfinite(squares((d_params, d_xs))))
+  row["self_maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  print(_CHILD_TAG + json.dumps(row), flush=True)
+
+
+def _run_child(spec: dict, timeout: float) -> dict:
+  """Runs `memory_child(spec)` in a fresh process; its row plus `peak_rss_bytes`, the peak
+  resident set size the kernel recorded for that process (`os.wait4`, ru_maxrss in KiB)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cmd = [sys.executable, "-m", "benchmarks.rnn", f"--memory_child={json.dumps(spec)}"]
+  with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    proc = subprocess.Popen(cmd, cwd=root, stdout=out, stderr=err, text=True)
+    deadline, timed_out = time.monotonic() + timeout, False
+    while True:  # wait4, not Popen.wait: only it returns the child's own rusage
+      pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+      if pid:
+        break
+      if time.monotonic() > deadline:
+        proc.kill()
+        _, status, usage = os.wait4(proc.pid, 0)
+        timed_out = True
+        break
+      time.sleep(0.1)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait
+    out.seek(0)
+    err.seek(0)
+    lines = [l[len(_CHILD_TAG):] for l in out.read().splitlines() if l.startswith(_CHILD_TAG)]
+    if lines:
+      row = json.loads(lines[-1])
+    else:
+      tail = err.read().strip().splitlines()[-1:] or [""]
+      row = {"status": ("timed out" if timed_out else f"failed (exit {proc.returncode})")
+                       + f": {tail[0][:200]}"}
+  row["peak_rss_bytes"] = usage.ru_maxrss * 1024
+  return row
+
+
+def memory_run_report(results) -> None:
+  """`--memory_run`: the measured peak resident memory for every cell and size."""
+  dtype = jnp.dtype(_MEMORY_DTYPE.value)
+  remats = [{"true": True, "false": False}[v.lower()] for v in _MEMORY_REMAT.value]
+  results["memory_run"] = []
+  for cell_name in _CELLS.value:
+    for size in _SIZES.value:
+      B, H, T = (int(v) for v in size.split("x"))
+      spec = {"cell": cell_name, "B": B, "H": H, "T": T, "dtype": dtype.name}
+      print(f"\n{cell_name} B={B} H={H} T={T} {dtype.name}: peak resident memory of one "
+            "jitted forward+backward step, a fresh process each (GiB; ru_maxrss)")
+      print(f"{'process':>20} | {'peak RSS':>8} {'over base':>10} {'XLA total':>9} | "
+            f"{'compile s':>9} {'step s':>7} | status")
+      baseline = _run_child({**spec, "step": False, "remat": False}, _MEMORY_TIMEOUT.value)
+      rows = [("baseline", None, baseline)]
+      for remat in remats:
+        rows.append(("rnn_jax/fused" + (" remat" if remat else ""), remat,
+                     _run_child({**spec, "step": True, "remat": remat}, _MEMORY_TIMEOUT.value)))
+      for name, remat, row in rows:
+        row = {**spec, "process": name, "remat": remat, **row,
+               "baseline_rss_bytes": baseline["peak_rss_bytes"]}
+        results["memory_run"].append(row)
+        gib = lambda key: (f"{row[key] / _GiB:.3f}" if key in row else "-")
+        above = (f"{(row['peak_rss_bytes'] - row['baseline_rss_bytes']) / _GiB:.3f}"
+                 if remat is not None else "-")
+        secs = lambda key: f"{row[key]:.1f}" if key in row else "-"
+        print(f"{name:>20} | {gib('peak_rss_bytes'):>8} {above:>10} "
+              f"{gib('xla_total_bytes'):>9} | {secs('compile_s'):>9} {secs('step_s'):>7} | "
+              f"{row['status']}")
+
+
 def main(argv):
   del argv
+  if _MEMORY_CHILD.value:
+    memory_child(json.loads(_MEMORY_CHILD.value))
+    return
   results = {"machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores",
              "jax": jax.__version__, "backend": jax.default_backend(), "rows": []}
-  if _MEMORY.value:
-    memory_report(results)
+  if _MEMORY.value or _MEMORY_RUN.value:
+    if _MEMORY.value:
+      memory_report(results)
+    if _MEMORY_RUN.value:
+      memory_run_report(results)
     if _JSON.value:
       with open(_JSON.value, "w") as f:
         json.dump(results, f, indent=2)

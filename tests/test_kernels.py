@@ -214,3 +214,64 @@ def test_remat_chunk_size_is_checked():
   cell, params, xs, _ = _setup()
   with pytest.raises(ValueError, match="chunk_size"):
     kernels.fused_unroll(cell, params, xs, remat=True, chunk_size=0)
+
+
+def _kernel(batch_major, remat, chunk_size=4):
+  """`unroll`'s contract over `lstm_sequence` / `gru_sequence` called directly, with `xs`
+  handed over batch-major `[B, T, D]` or time-major `[T, B, D]`."""
+
+  def run(cell, params, xs, seq_lengths=None, reverse=False, initial_carry=None):
+    xs_in = xs if batch_major else jnp.swapaxes(xs, 0, 1)
+    if cell.name == "gru":
+      ys, final = kernels.gru_sequence(params, xs_in, initial_carry, seq_lengths, reverse,
+                                       cell.hparams["reset_after"], remat, chunk_size,
+                                       batch_major)
+    else:
+      ys, h, c = kernels.lstm_sequence(params, xs_in, initial_carry.h, initial_carry.c,
+                                       seq_lengths, reverse, remat, chunk_size, batch_major)
+      final = cells.LSTMState(h, c)
+    return (ys if batch_major else jnp.swapaxes(ys, 0, 1)), final
+
+  return run
+
+
+# (lengths, reverse, remat): with T = 6 and chunks of 4, a short last chunk in both directions.
+BATCH_MAJOR_CASES = [(None, False, True), ([6, 0, 3], True, True), ([1, 6, 6], False, False),
+                     ([6, 0, 3], True, False)]
+
+
+@pytest.mark.parametrize("lengths,reverse,remat", BATCH_MAJOR_CASES)
+@pytest.mark.parametrize("name", list(FUSED_CELLS))
+def test_batch_major_kernels_equal_time_major(name, lengths, reverse, remat):
+  """`batch_major=True` (what `fused_unroll(remat=True)` uses) against the time-major kernel
+  without remat: values and gradients, and the primal path (no differentiation) against the loop."""
+  cell, params, xs, carry = _setup(cell=FUSED_CELLS[name]())
+  lengths = None if lengths is None else jnp.array(lengths)
+  batch_major = _value_and_grads(cell, lengths, reverse, _kernel(True, remat))(params, xs, carry)
+  time_major = _value_and_grads(cell, lengths, reverse, _kernel(False, False))(params, xs, carry)
+  _trees_close(batch_major, time_major, rtol=1e-5, atol=1e-6)
+  kw = dict(seq_lengths=lengths, reverse=reverse, initial_carry=carry)
+  primal = jax.jit(lambda p, x: _kernel(True, remat)(cell, p, x, **kw))(params, xs)
+  _trees_close(primal, rnn_jax.unroll_reference(cell, params, xs, **kw), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_remat_never_transposes_the_whole_sequence(name):
+  """With `unroll(..., remat=True)` neither pass holds a time-major `[T, B, D]` or `[T, B, H]`
+  array (a transposed copy of xs, ys or dX): chunks are transposed one at a time. Without
+  remat the kernel runs on time-major copies."""
+  T_long, D_long = 49, 6  # chunks of 7; D != H so the two shapes differ
+  cell = FUSED_CELLS[name]()
+  params = cell.init(jax.random.key(0), D_long)
+  xs = jax.random.normal(jax.random.key(1), (B, T_long, D_long))
+
+  def shapes(remat, grad):
+    loss = lambda p, x: jnp.sum(rnn_jax.unroll(cell, p, x, remat=remat)[0])
+    fn = jax.grad(loss, argnums=(0, 1)) if grad else loss
+    return set(_eqn_shapes(jax.make_jaxpr(fn)(params, xs)))
+
+  time_major = {(T_long, B, D_long), (T_long, B, H)}
+  assert time_major <= shapes(False, grad=True)
+  for grad in (False, True):
+    assert not time_major & shapes(True, grad), grad
+    assert (7, B, D_long) in shapes(True, grad)  # one chunk, transposed

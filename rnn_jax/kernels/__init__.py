@@ -35,6 +35,9 @@ def fused_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
 
   `remat`: the backward pass recomputes chunks of `chunk_size` steps (default
   `ceil(sqrt(T))`) from the carry saved at each chunk's start (see `fused_lstm`).
+  With `remat` the kernels take `xs [B, T, D]` as it is and transpose one chunk
+  at a time, so no time-major copy of the whole `xs`, `ys` or `dX` is made;
+  without it they run on a time-major copy (`[T, B, D]`).
   """
   if not fused_supports(cell):
     raise ValueError(f"cell: no fused kernel for {cell.name} with {cell.hparams}")
@@ -42,14 +45,16 @@ def fused_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)
   lengths = None if seq_lengths is None else jnp.asarray(seq_lengths, jnp.int32)
-  xs_tm = jnp.swapaxes(xs, 0, 1)  # [T, B, D]
+  batch_major = bool(remat)
+  xs_in = xs if batch_major else jnp.swapaxes(xs, 0, 1)  # [B, T, D] or [T, B, D]
+  out = lambda ys: ys if batch_major else jnp.swapaxes(ys, 0, 1)  # -> [B, T, H]
   if cell.name == "gru":
-    ys, h_n = gru_sequence(params, xs_tm, initial_carry, lengths, reverse,
-                           cell.hparams["reset_after"], remat, chunk_size)
-    return jnp.swapaxes(ys, 0, 1), h_n
-  ys, h_n, c_n = lstm_sequence(params, xs_tm, initial_carry.h, initial_carry.c, lengths,
-                               reverse, remat, chunk_size)  # ys: [T, B, H]
-  return jnp.swapaxes(ys, 0, 1), LSTMState(h_n, c_n)
+    ys, h_n = gru_sequence(params, xs_in, initial_carry, lengths, reverse,
+                           cell.hparams["reset_after"], remat, chunk_size, batch_major)
+    return out(ys), h_n
+  ys, h_n, c_n = lstm_sequence(params, xs_in, initial_carry.h, initial_carry.c, lengths,
+                               reverse, remat, chunk_size, batch_major)
+  return out(ys), LSTMState(h_n, c_n)
 
 
 def pallas_supports(cell: Cell) -> bool:

@@ -23,9 +23,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.kernels.fused_lstm import (_bias, _dot, _project, _remat_backward, _remat_forward,
-                                        _step_mask, _step_projection, accumulation_dtype,
-                                        chunk_length, compute_dtype)
+from rnn_jax.kernels.fused_lstm import (_bias, _chunk, _dot, _project, _remat_backward,
+                                        _remat_forward, _step_mask, _step_projection,
+                                        _time_major, accumulation_dtype, chunk_length,
+                                        compute_dtype)
 
 
 def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: bool,
@@ -120,29 +121,42 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: 
   return dh0, grads, d_xs
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
 def gru_sequence(params, xs, h0, lengths, reverse=False, reset_after=True, remat=False,
-                 chunk_size=None):
-  """Runs a GRU over `xs: [T, B, D]`; returns `(ys [T, B, H], h_n [B, H])`.
+                 chunk_size=None, batch_major=False):
+  """Runs a GRU over `xs: [T, B, D]` (`[B, T, D]` with `batch_major`); returns
+  `(ys [T, B, H] (or [B, T, H]), h_n [B, H])`.
 
-  `remat` and `chunk_size` as in `fused_lstm.lstm_sequence`; ys comes out in the
-  promoted dtype of the params, xs and h0, h_n in h0's dtype.
+  `remat`, `chunk_size` and `batch_major` as in `fused_lstm.lstm_sequence`; ys comes
+  out in the promoted dtype of the params, xs and h0, h_n in h0's dtype.
   """
+  T = xs.shape[int(batch_major)]
   if remat:  # it only changes what the backward pass keeps; check chunk_size all the same
-    chunk_length(xs.shape[0], chunk_size)
+    chunk_length(T, chunk_size)
   dtype = compute_dtype(params, xs, h0)
+  h = h0.astype(accumulation_dtype(dtype))
   # Without differentiation the projection stays inside the scan (see fused_lstm).
-  ys, h_n, _ = _forward(params, xs, h0.astype(accumulation_dtype(dtype)),
-                        _step_mask(lengths, xs.shape[0]), reverse, reset_after, save=False,
-                        hoisted=False, dtype=dtype)
+  if batch_major:  # chunk by chunk, transposing one chunk at a time
+
+    def run(xs_c, start, h):
+      ys_c, h, _ = _forward(params, xs_c, h, _step_mask(lengths, xs_c.shape[0], start), reverse,
+                            reset_after, save=False, hoisted=False, dtype=dtype)
+      return h, ys_c
+
+    B = xs.shape[0]
+    ys, h_n, _ = _remat_forward(run, xs, h, jnp.zeros((B, T, h0.shape[-1]), dtype),
+                                chunk_length(T, chunk_size), reverse, batch_major=True)
+  else:
+    ys, h_n, _ = _forward(params, xs, h, _step_mask(lengths, T), reverse, reset_after,
+                          save=False, hoisted=False, dtype=dtype)
   return ys, h_n.astype(h0.dtype)
 
 
-def _gru_fwd(params, xs, h0, lengths, reverse, reset_after, remat, chunk_size):
+def _gru_fwd(params, xs, h0, lengths, reverse, reset_after, remat, chunk_size, batch_major):
   dtype = compute_dtype(params, xs, h0)
   h = h0.astype(accumulation_dtype(dtype))
-  T = xs.shape[0]
   if remat:
+    T = xs.shape[int(batch_major)]
 
     def run(xs_c, start, h):
       mask = _step_mask(lengths, xs_c.shape[0], start)
@@ -150,35 +164,43 @@ def _gru_fwd(params, xs, h0, lengths, reverse, reset_after, remat, chunk_size):
                             reset_after, save=False, hoisted=True, dtype=dtype)
       return h, ys_c
 
-    ys, h_n, residuals = _remat_forward(run, xs, h, chunk_length(T, chunk_size), reverse)
+    ys = jnp.zeros(xs.shape[:2] + h0.shape[-1:], dtype)  # [T, B, H] or [B, T, H]
+    ys, h_n, residuals = _remat_forward(run, xs, h, ys, chunk_length(T, chunk_size), reverse,
+                                        batch_major)
   else:
-    ys, h_n, residuals = _forward(params, _project(params, xs, dtype), h, _step_mask(lengths, T),
-                                  reverse, reset_after, save=True, hoisted=True, dtype=dtype)
+    xs = _time_major(xs, batch_major)  # [T, B, D]
+    ys, h_n, residuals = _forward(params, _project(params, xs, dtype), h,
+                                  _step_mask(lengths, xs.shape[0]), reverse, reset_after,
+                                  save=True, hoisted=True, dtype=dtype)
+    ys = _time_major(ys, batch_major)
   return (ys, h_n.astype(h0.dtype)), (params, xs, lengths, residuals)
 
 
-def _gru_bwd(reverse, reset_after, remat, chunk_size, saved, cotangents):
-  params, xs, lengths, residuals = saved
+def _gru_bwd(reverse, reset_after, remat, chunk_size, batch_major, saved, cotangents):
+  params, xs, lengths, residuals = saved  # xs: as given with remat, else time-major
   d_ys, d_hn = cotangents  # d_hn in h0's dtype
   dtype = compute_dtype(params, xs, d_hn)
   acc = accumulation_dtype(dtype)
-  T = xs.shape[0]
   if remat:
+    T = xs.shape[int(batch_major)]
 
     def chunk_bwd(start, size, h_in, dh):
-      xs_c = jax.lax.dynamic_slice_in_dim(xs, start, size)
+      xs_c = _chunk(xs, start, size, batch_major)  # [size, B, D]
       mask = _step_mask(lengths, size, start)
       _, _, res = _forward(params, _project(params, xs_c, dtype), h_in, mask, reverse,
                            reset_after, save=True, hoisted=True, dtype=dtype)
-      return _grads(params, xs_c, res, mask, jax.lax.dynamic_slice_in_dim(d_ys, start, size),
-                    dh, reverse, reset_after, dtype)
+      return _grads(params, xs_c, res, mask, _chunk(d_ys, start, size, batch_major), dh,
+                    reverse, reset_after, dtype)
 
     zeros = {name: jnp.zeros(p.shape, acc) for name, p in params.items()}
-    dh0, grads, d_xs = _remat_backward(chunk_bwd, residuals, d_hn.astype(acc), zeros, T,
-                                       chunk_length(T, chunk_size), reverse)
+    dh0, grads, d_xs = _remat_backward(chunk_bwd, residuals, d_hn.astype(acc), zeros,
+                                       jnp.zeros_like(xs), chunk_length(T, chunk_size), reverse,
+                                       batch_major)
   else:
-    dh0, grads, d_xs = _grads(params, xs, residuals, _step_mask(lengths, T), d_ys,
-                              d_hn.astype(acc), reverse, reset_after, dtype)
+    dh0, grads, d_xs = _grads(params, xs, residuals, _step_mask(lengths, xs.shape[0]),
+                              _time_major(d_ys, batch_major), d_hn.astype(acc), reverse,
+                              reset_after, dtype)
+    d_xs = _time_major(d_xs, batch_major)
   grads = {name: g.astype(params[name].dtype) for name, g in grads.items()}
   return grads, d_xs, dh0.astype(d_hn.dtype), None
 

@@ -40,9 +40,13 @@ the scan path in bfloat16 (which rounds `c` at every step): the tests hold it
 to the float32 scan on the same bfloat16-rounded numbers.
 
 Layout: time-major inside (`[T, B, ...]`), gate order `i, f, g, o` in the
-fused `[*, 4H]` matrices, as in `cells.lstm`. The padding rule is the one of
-`rnn_jax.unroll` (steps at `t >= len_b` leave the carry and output zero;
-`reverse` runs the valid part backwards).
+fused `[*, 4H]` matrices, as in `cells.lstm`. The kernels take `xs [T, B, D]`,
+or `[B, T, D]` with `batch_major=True`: with `remat` they then slice each chunk
+`xs[:, lo:hi]`, transpose only that chunk, and write its `ys` and `dX` back into
+batch-major buffers in place, so the whole sequence is never transposed (at
+B=32, H=D=512, T=10000 float32 each transposed copy of xs, ys or dX is 0.61 GiB).
+The padding rule is the one of `rnn_jax.unroll` (steps at `t >= len_b` leave
+the carry and output zero; `reverse` runs the valid part backwards).
 """
 
 from __future__ import annotations
@@ -118,75 +122,93 @@ def _tree_add(a, b):
   return jax.tree_util.tree_map(jnp.add, a, b)
 
 
-def _remat_forward(run, xs, carry, k: int, reverse: bool):
-  """Runs `xs [T, ...]` chunk by chunk, keeping only the carry that enters each chunk.
+def _time_major(a: Array, batch_major: bool) -> Array:
+  """`[B, T, ...]` -> `[T, B, ...]` when `batch_major`, else `a` as it is."""
+  return jnp.swapaxes(a, 0, 1) if batch_major else a
 
-  `run(xs_c [k', ...], start, carry) -> (carry, ys_c [k', ...])` runs the steps
-  `start .. start + k' - 1` (in reverse when `reverse`). The full chunks go
-  through one `lax.scan`; the last `T mod k` steps are a chunk of their own.
+
+def _chunk(a: Array, start, size: int, batch_major: bool) -> Array:
+  """Steps `start .. start + size - 1` of `a` (`[T, B, ...]`, or `[B, T, ...]` when
+  `batch_major`), time-major: `[size, B, ...]`. Only the chunk is ever transposed."""
+  return _time_major(jax.lax.dynamic_slice_in_dim(a, start, size, int(batch_major)),
+                     batch_major)
+
+
+def _put(buffer: Array, chunk: Array, start, batch_major: bool) -> Array:
+  """Writes a time-major `chunk [size, B, ...]` over steps `start ..` of `buffer` (in place
+  inside a loop), the inverse of `_chunk`."""
+  return jax.lax.dynamic_update_slice_in_dim(
+      buffer, _time_major(chunk, batch_major).astype(buffer.dtype), start, int(batch_major))
+
+
+def _remat_forward(run, xs, carry, ys, k: int, reverse: bool, batch_major: bool):
+  """Runs `xs` chunk by chunk, keeping only the carry that enters each chunk.
+
+  `xs` is `[T, B, ...]`, or `[B, T, ...]` when `batch_major`; `ys` is the buffer
+  (zeros, same layout) the outputs are written into, chunk by chunk, so no
+  whole-sequence array is ever transposed, stacked or concatenated.
+  `run(xs_c [k', B, ...], start, carry) -> (carry, ys_c [k', B, ...])` runs the
+  steps `start .. start + k' - 1` (in reverse when `reverse`), time-major. The
+  full chunks go through one `lax.scan`; the last `T mod k` steps are a chunk of
+  their own.
 
   Returns:
-    `(ys [T, ...], final carry, boundaries)`; boundaries is `(carries entering the
-    full chunks, stacked [T // k, ...]; the carry entering the short chunk or None)`,
-    what `_remat_backward` recomputes the chunks from.
+    `(ys, final carry, boundaries)`; boundaries is `(carries entering the full chunks,
+    stacked [T // k, ...]; the carry entering the short chunk or None)`, what
+    `_remat_backward` recomputes the chunks from.
   """
-  T = xs.shape[0]
-  n, r = divmod(T, k)
+  n, r = divmod(xs.shape[int(batch_major)], k)
 
-  def full(carry, j):
-    start = j * k
-    new, ys_c = run(jax.lax.dynamic_slice_in_dim(xs, start, k), start, carry)
-    return new, (carry, ys_c)
+  def chunk(carry, ys, start, size):
+    carry, ys_c = run(_chunk(xs, start, size, batch_major), start, carry)
+    return carry, _put(ys, ys_c, start, batch_major)
 
-  rest_in = ys_r = None
+  def full(state, j):
+    carry_in, ys = state
+    return chunk(carry_in, ys, j * k, k), carry_in
+
+  rest_in = None
   if reverse and r:  # the short chunk holds the last steps, so in reverse it runs first
     rest_in = carry
-    carry, ys_r = run(xs[n * k:], n * k, carry)
-  carry, (full_in, ys_f) = jax.lax.scan(full, carry, jnp.arange(n), reverse=reverse)
+    carry, ys = chunk(carry, ys, n * k, r)
+  (carry, ys), full_in = jax.lax.scan(full, (carry, ys), jnp.arange(n), reverse=reverse)
   if not reverse and r:
     rest_in = carry
-    carry, ys_r = run(xs[n * k:], n * k, carry)
-  ys = ys_f.reshape((n * k,) + ys_f.shape[2:])  # [n, k, ...] -> [n*k, ...]
-  if r:
-    ys = jnp.concatenate([ys, ys_r])
+    carry, ys = chunk(carry, ys, n * k, r)
   return ys, carry, (full_in, rest_in)
 
 
-def _remat_backward(chunk_bwd, boundaries, d_carry, grads, T: int, k: int, reverse: bool):
+def _remat_backward(chunk_bwd, boundaries, d_carry, grads, d_xs, k: int, reverse: bool,
+                    batch_major: bool):
   """The backward pass of `_remat_forward`: the chunks in the opposite order.
 
-  `chunk_bwd(start, size, carry_in, d_carry) -> (d_carry_in, grads_c, d_xs_c)`
+  `chunk_bwd(start, size, carry_in, d_carry) -> (d_carry_in, grads_c, d_xs_c [size, B, D])`
   recomputes one chunk from the carry that entered it and runs its backward
   pass; `grads` (the zeros to add the chunks' weight gradients to) is a
-  pytree like `grads_c`.
+  pytree like `grads_c`; `d_xs` is the zero buffer, laid out like `xs`, that
+  the chunks' input gradients are written into.
 
   Returns:
-    `(d_carry at the start, summed grads, d_xs [T, ...])`.
+    `(d_carry at the start, summed grads, d_xs)`.
   """
-  n, r = divmod(T, k)
+  n, r = divmod(d_xs.shape[int(batch_major)], k)
   full_in, rest_in = boundaries
 
+  def chunk(d_carry, grads, d_xs, start, size, carry_in):
+    d_carry, g, d_xs_c = chunk_bwd(start, size, carry_in, d_carry)
+    return d_carry, _tree_add(grads, g), _put(d_xs, d_xs_c, start, batch_major)
+
   def full(state, inp):
-    d_carry, grads = state
     j, carry_in = inp
-    d_carry, g, d_xs_c = chunk_bwd(j * k, k, carry_in, d_carry)
-    return (d_carry, _tree_add(grads, g)), d_xs_c
+    return chunk(*state, j * k, k, carry_in), None
 
-  def rest(d_carry, grads):
-    d_carry, g, d_xs_r = chunk_bwd(n * k, r, rest_in, d_carry)
-    return d_carry, _tree_add(grads, g), d_xs_r
-
-  d_xs_r = None
+  state = (d_carry, grads, d_xs)
   if not reverse and r:  # the short chunk ran last, so its backward pass runs first
-    d_carry, grads, d_xs_r = rest(d_carry, grads)
-  (d_carry, grads), d_xs_f = jax.lax.scan(full, (d_carry, grads), (jnp.arange(n), full_in),
-                                          reverse=not reverse)
+    state = chunk(*state, n * k, r, rest_in)
+  state, _ = jax.lax.scan(full, state, (jnp.arange(n), full_in), reverse=not reverse)
   if reverse and r:
-    d_carry, grads, d_xs_r = rest(d_carry, grads)
-  d_xs = d_xs_f.reshape((n * k,) + d_xs_f.shape[2:])  # [n, k, ...] -> [n*k, ...]
-  if r:
-    d_xs = jnp.concatenate([d_xs, d_xs_r])
-  return d_carry, grads, d_xs
+    state = chunk(*state, n * k, r, rest_in)
+  return state
 
 
 # ---------------------------------------------------------------- the LSTM
@@ -275,42 +297,60 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
   return d_carry, grads, d_xs
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def lstm_sequence(params, xs, h0, c0, lengths, reverse=False, remat=False, chunk_size=None):
-  """Runs a plain LSTM over `xs: [T, B, D]` (time-major).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def lstm_sequence(params, xs, h0, c0, lengths, reverse=False, remat=False, chunk_size=None,
+                  batch_major=False):
+  """Runs a plain LSTM over `xs: [T, B, D]` (time-major; `[B, T, D]` with `batch_major`).
 
   Args:
     params: `cells.lstm` params: `w_ih [D, 4H]`, `w_hh [H, 4H]`, optional `b [4H]`.
-    xs: inputs `[T, B, D]`.
+    xs: inputs `[T, B, D]`, or `[B, T, D]` when `batch_major`.
     h0, c0: initial carry `[B, H]`.
     lengths: `[B]` int lengths or None.
     reverse: run the valid part of each sequence backwards.
     remat: keep only the carry at chunk boundaries for the backward pass and
       recompute each chunk there (see the module docstring); same results.
     chunk_size: steps per chunk with `remat`; default `ceil(sqrt(T))`.
+    batch_major: `xs` and `ys` are `[B, T, ...]`. With `remat` the chunks are
+      sliced from and written back to that layout one at a time, so neither pass
+      holds a transposed copy of the whole `xs`, `ys` or `dX` (what
+      `kernels.fused_unroll(remat=True)` uses); without remat the kernel works on
+      a time-major copy, as `fused_unroll` does.
 
   Returns:
-    `(ys [T, B, H], h_n [B, H], c_n [B, H])`: ys in the promoted dtype of the
-    params, xs and carry; h_n, c_n in h0's and c0's dtypes.
+    `(ys [T, B, H] (or [B, T, H]), h_n [B, H], c_n [B, H])`: ys in the promoted
+    dtype of the params, xs and carry; h_n, c_n in h0's and c0's dtypes.
   """
+  T = xs.shape[int(batch_major)]
   if remat:  # it only changes what the backward pass keeps; check chunk_size all the same
-    chunk_length(xs.shape[0], chunk_size)
-  dtype = compute_dtype(params, xs, h0, c0)
-  acc = accumulation_dtype(dtype)
-  # Without differentiation the projection stays inside the scan: hoisting it only
-  # pays for itself together with the backward pass (benchmarks/RESULTS.md).
-  ys, h_n, c_n, _ = _forward(params, xs, h0.astype(acc), c0.astype(acc),
-                             _step_mask(lengths, xs.shape[0]), reverse, save=False,
-                             hoisted=False, dtype=dtype)
-  return ys, h_n.astype(h0.dtype), c_n.astype(c0.dtype)
-
-
-def _lstm_fwd(params, xs, h0, c0, lengths, reverse, remat, chunk_size):
+    chunk_length(T, chunk_size)
   dtype = compute_dtype(params, xs, h0, c0)
   acc = accumulation_dtype(dtype)
   carry = (h0.astype(acc), c0.astype(acc))
-  T = xs.shape[0]
+  # Without differentiation the projection stays inside the scan: hoisting it only
+  # pays for itself together with the backward pass (benchmarks/RESULTS.md).
+  if batch_major:  # chunk by chunk, transposing one chunk at a time
+
+    def run(xs_c, start, carry):
+      ys_c, h, c, _ = _forward(params, xs_c, *carry, _step_mask(lengths, xs_c.shape[0], start),
+                               reverse, save=False, hoisted=False, dtype=dtype)
+      return (h, c), ys_c
+
+    B = xs.shape[0]
+    ys, (h_n, c_n), _ = _remat_forward(run, xs, carry, jnp.zeros((B, T, h0.shape[-1]), dtype),
+                                       chunk_length(T, chunk_size), reverse, batch_major=True)
+  else:
+    ys, h_n, c_n, _ = _forward(params, xs, *carry, _step_mask(lengths, T), reverse, save=False,
+                               hoisted=False, dtype=dtype)
+  return ys, h_n.astype(h0.dtype), c_n.astype(c0.dtype)
+
+
+def _lstm_fwd(params, xs, h0, c0, lengths, reverse, remat, chunk_size, batch_major):
+  dtype = compute_dtype(params, xs, h0, c0)
+  acc = accumulation_dtype(dtype)
+  carry = (h0.astype(acc), c0.astype(acc))
   if remat:
+    T = xs.shape[int(batch_major)]
 
     def run(xs_c, start, carry):
       mask = _step_mask(lengths, xs_c.shape[0], start)
@@ -318,38 +358,43 @@ def _lstm_fwd(params, xs, h0, c0, lengths, reverse, remat, chunk_size):
                                save=False, hoisted=True, dtype=dtype)
       return (h, c), ys_c
 
-    ys, (h_n, c_n), residuals = _remat_forward(run, xs, carry, chunk_length(T, chunk_size),
-                                               reverse)
+    ys = jnp.zeros(xs.shape[:2] + h0.shape[-1:], dtype)  # [T, B, H] or [B, T, H]
+    ys, (h_n, c_n), residuals = _remat_forward(run, xs, carry, ys, chunk_length(T, chunk_size),
+                                               reverse, batch_major)
   else:
+    xs = _time_major(xs, batch_major)  # [T, B, D]
     ys, h_n, c_n, residuals = _forward(params, _project(params, xs, dtype), *carry,
-                                       _step_mask(lengths, T), reverse, save=True, hoisted=True,
-                                       dtype=dtype)
+                                       _step_mask(lengths, xs.shape[0]), reverse, save=True,
+                                       hoisted=True, dtype=dtype)
+    ys = _time_major(ys, batch_major)
   return (ys, h_n.astype(h0.dtype), c_n.astype(c0.dtype)), (params, xs, lengths, residuals)
 
 
-def _lstm_bwd(reverse, remat, chunk_size, saved, cotangents):
-  params, xs, lengths, residuals = saved
+def _lstm_bwd(reverse, remat, chunk_size, batch_major, saved, cotangents):
+  params, xs, lengths, residuals = saved  # xs: as given with remat, else time-major
   d_ys, d_hn, d_cn = cotangents  # d_hn, d_cn in h0's and c0's dtypes
   dtype = compute_dtype(params, xs, d_hn, d_cn)
   acc = accumulation_dtype(dtype)
   d_carry = (d_hn.astype(acc), d_cn.astype(acc))
-  T = xs.shape[0]
   if remat:
+    T = xs.shape[int(batch_major)]
 
     def chunk_bwd(start, size, carry_in, d_carry):
-      xs_c = jax.lax.dynamic_slice_in_dim(xs, start, size)
+      xs_c = _chunk(xs, start, size, batch_major)  # [size, B, D]
       mask = _step_mask(lengths, size, start)
       _, _, _, res = _forward(params, _project(params, xs_c, dtype), *carry_in, mask, reverse,
                               save=True, hoisted=True, dtype=dtype)
-      return _grads(params, xs_c, res, mask, jax.lax.dynamic_slice_in_dim(d_ys, start, size),
-                    *d_carry, reverse, dtype)
+      return _grads(params, xs_c, res, mask, _chunk(d_ys, start, size, batch_major), *d_carry,
+                    reverse, dtype)
 
     zeros = {name: jnp.zeros(p.shape, acc) for name, p in params.items()}
-    (dh0, dc0), grads, d_xs = _remat_backward(chunk_bwd, residuals, d_carry, zeros, T,
-                                              chunk_length(T, chunk_size), reverse)
+    (dh0, dc0), grads, d_xs = _remat_backward(chunk_bwd, residuals, d_carry, zeros,
+                                              jnp.zeros_like(xs), chunk_length(T, chunk_size),
+                                              reverse, batch_major)
   else:
-    (dh0, dc0), grads, d_xs = _grads(params, xs, residuals, _step_mask(lengths, T), d_ys,
-                                     *d_carry, reverse, dtype)
+    (dh0, dc0), grads, d_xs = _grads(params, xs, residuals, _step_mask(lengths, xs.shape[0]),
+                                     _time_major(d_ys, batch_major), *d_carry, reverse, dtype)
+    d_xs = _time_major(d_xs, batch_major)
   grads = {name: g.astype(params[name].dtype) for name, g in grads.items()}
   return grads, d_xs, dh0.astype(d_hn.dtype), dc0.astype(d_cn.dtype), None
 
