@@ -58,6 +58,17 @@ def _chunks(batch, size: int):
     yield {k: v[lo:lo + size] for k, v in batch.items()}, min(size, n - lo)
 
 
+def make_loss_fn(model):
+  """The trainer's `loss_fn(params, extra, batch, key)`: the task loss, nothing carried over."""
+
+  def loss_fn(params, extra, batch, key):
+    del key  # the models draw no randomness
+    loss, metrics = model.loss(model.apply(params, batch, training=True), batch)
+    return loss, (extra, metrics)
+
+  return loss_fn
+
+
 def make_evaluator(config, model):
   """`evaluate(params, examples, prefix) -> {prefix/metric: mean}` over fixed examples."""
 
@@ -93,13 +104,7 @@ def _quick_train(config, model, params, num_steps: int):
   from tqdm import tqdm
   optimizer = training.optimizer(config.optimizer, config.learning_rate, config.max_grad_norm)
   state = training.state.create_state(params, optimizer)
-
-  def loss_fn(params, extra, batch, key):
-    del key
-    loss, metrics = model.loss(model.apply(params, batch, training=True), batch)
-    return loss, (extra, metrics)
-
-  step_fn = jax.jit(training.make_train_step(loss_fn, optimizer))
+  step_fn = jax.jit(training.make_train_step(make_loss_fn(model), optimizer))
   key = jax.random.key(0)
   for step in tqdm(range(num_steps), desc=f"train {config.cell}", unit="step",
                    disable=not config.progress, leave=False):
@@ -170,13 +175,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   params = model.init(jax.random.fold_in(key, 0))
   optimizer = training.optimizer(config.optimizer, config.learning_rate, config.max_grad_norm)
   state = training.state.create_state(params, optimizer)
-
-  def loss_fn(params, extra, batch, key):
-    del key
-    loss, metrics = model.loss(model.apply(params, batch, training=True), batch)
-    return loss, (extra, metrics)
-
-  train_step = training.make_train_step(loss_fn, optimizer)
+  train_step = training.make_train_step(make_loss_fn(model), optimizer)
   valid = _eval_set(config, "valid", config.num_valid)
   evaluate = make_evaluator(config, model)
   probe_batch = {k: v[:PROBE_EXAMPLES] for k, v in valid.items()}
