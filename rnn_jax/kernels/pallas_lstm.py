@@ -71,6 +71,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from rnn_jax.kernels import fused_lstm
+
 Array = jax.Array
 
 DEFAULT_BLOCK_B = 16  # the smallest batch block a Triton matmul accepts
@@ -256,13 +258,8 @@ def _matmul(a: Array, b: Array, dtype) -> Array:
 
 
 def _project(params, xs):
-  """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, 4H]` float32."""
-  T, B, D = xs.shape
-  zx = _matmul(xs.reshape(T * B, D), params["w_ih"], params["w_hh"].dtype)  # [T*B, 4H]
-  zx = zx.reshape(T, B, -1)
-  if "b" in params:
-    zx = zx + params["b"].astype(jnp.float32)
-  return zx
+  """`fused_lstm`'s input projection, `[T, B, D]` -> `[T, B, 4H]`, in the kernels' float32."""
+  return fused_lstm._project(params, xs, params["w_hh"].dtype).astype(jnp.float32)
 
 
 def _lengths_or_full(lengths, B: int, T: int) -> Array:
