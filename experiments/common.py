@@ -227,5 +227,15 @@ def run(main) -> None:
   app.run(wrapped)
 
 
+def report_results(workdir: str, results: dict[str, Any]) -> None:
+  """Writes `workdir/results.json` (process 0 only) and prints the results on one line."""
+  import jax
+  from rnn_jax import training
+  if jax.process_index() == 0:
+    training.metrics.write_results(workdir, results)
+  print("results: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in results.items()), flush=True)
+
+
 def as_dict(config) -> dict[str, Any]:
   return dataclasses.asdict(config)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import common
 from experiments.common import UserError
 from experiments.lm import data as data_lib
 from experiments.lm import model as model_lib
@@ -155,10 +156,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                    config.test_batch_size)))
   results.update(_throughput(workdir))
   results["wall_time_s"] = time.time() - start_time
-  if jax.process_index() == 0:
-    training.metrics.write_results(workdir, results)
-  print("results: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in results.items()), flush=True)
+  common.report_results(workdir, results)
   return results
 
 

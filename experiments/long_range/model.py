@@ -58,7 +58,7 @@ def output_size(config) -> int:
 
 
 def features(config, batch) -> dict[str, Any]:
-  """The network's inputs from a task batch: xs `[B, T, D]`, lengths `[B]` or None, times `[B, T]`."""
+  """The network's inputs from a `make_batch` batch: xs `[B, T, D]`, lengths `[B]` or None, times `[B, T]`."""
   if config.task == "adding":
     xs = jnp.asarray(batch["inputs"])
     lengths, times = None, None
@@ -68,9 +68,7 @@ def features(config, batch) -> dict[str, Any]:
   else:
     xs = jnp.asarray(batch["values"])
     if config.time_delta_input:
-      deltas = batch["deltas"] if "deltas" in batch else tasks.time_deltas(
-          np.asarray(batch["times"]), np.asarray(batch["lengths"]))
-      xs = jnp.concatenate([xs, jnp.asarray(deltas)[..., None]], axis=-1)
+      xs = jnp.concatenate([xs, jnp.asarray(batch["deltas"])[..., None]], axis=-1)
     lengths = jnp.asarray(batch["lengths"])
     times = jnp.asarray(batch["times"])
   if times is None:

@@ -8,9 +8,9 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from experiments import common
 from experiments.common import UserError
 from experiments.long_range import model as model_lib
 from experiments.long_range import plots, tasks
@@ -147,7 +147,7 @@ def gradient_flow(config, workdir: str) -> dict:
   with open(os.path.join(workdir, "gradient_flow.json"), "w") as f:
     json.dump(curves, f)
   results["wall_time_s"] = time.time() - start
-  training.metrics.write_results(workdir, results)
+  common.report_results(workdir, results)
   return results
 
 
@@ -221,8 +221,5 @@ def train_and_evaluate(config, workdir: str) -> dict:
     with open(os.path.join(workdir, "gradient_norms.json"), "w") as f:
       json.dump({k: v.tolist() for k, v in curves.items()}, f)
   results["wall_time_s"] = time.time() - start_time
-  if jax.process_index() == 0:
-    training.metrics.write_results(workdir, results)
-  print("results: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in results.items()), flush=True)
+  common.report_results(workdir, results)
   return results
