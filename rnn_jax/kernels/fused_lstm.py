@@ -100,11 +100,13 @@ def _step_projection(params, x_t, dtype):
   return z + _bias(params, "b", dtype) if "b" in params else z
 
 
-def _project(params, xs, dtype):
-  """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b)."""
+def _project(params, xs, dtype, bias: bool = True):
+  """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b
+  when `bias`; the LSTM adds b inside its step instead, which saves a pass over the
+  `[T, B, 4H]` result)."""
   T, B, D = xs.shape
   zx = _dot(xs.reshape(T * B, D), params["w_ih"], dtype).reshape(T, B, -1)  # [T*B, D] x [D, G*H]
-  if "b" in params:
+  if bias and "b" in params:
     zx = zx + _bias(params, "b", dtype)
   return zx
 
@@ -221,16 +223,18 @@ def _gates(z: Array):
 
 
 def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: bool, dtype):
-  """The recurrence over `inputs`: the projections `zx [T, B, 4H]` when `hoisted`, else
-  the raw `xs [T, B, D]`, projected step by step. `h0, c0 [B, H]` and the carry stay in
+  """The recurrence over `inputs`: the projections `zx [T, B, 4H]` (without the bias,
+  added here) when `hoisted`, else the raw `xs [T, B, D]`, projected step by step. `h0, c0 [B, H]` and the carry stay in
   the accumulation dtype; `ys [T, B, H]` comes out in `dtype`."""
   w_hh = params["w_hh"]
+  b = _bias(params, "b", dtype) if hoisted and "b" in params else None
 
   def body(carry, inp):
     h, c = carry
     in_t, m_t = inp
     zx_t = in_t if hoisted else _step_projection(params, in_t, dtype)
-    i, f, g, o = _gates(zx_t + _dot(h, w_hh, dtype))
+    z = zx_t + _dot(h, w_hh, dtype)
+    i, f, g, o = _gates(z if b is None else z + b)
     c_new = f * c + i * g
     tanh_c = jnp.tanh(c_new)
     h_new = o * tanh_c
@@ -262,7 +266,7 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
   """
   acts, h_prev, c_prev, tanh_c = residuals
   acc = accumulation_dtype(dtype)
-  w_hh = params["w_hh"]
+  w_hh_t = params["w_hh"].T  # [4H, H], transposed once, outside the loop
 
   def body(carry, inp):
     dh_next, dc_next = carry
@@ -275,7 +279,7 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
                           dc * c_p * f * (1.0 - f),     # d z_f
                           dc * i * (1.0 - g * g),       # d z_g
                           do * o * (1.0 - o)], -1)      # d z_o   [B, 4H]
-    dh_prev = _dot(dz, w_hh.T, dtype)
+    dh_prev = _dot(dz, w_hh_t, dtype)
     dc_prev = dc * f
     if m_t is not None:  # a padded step passed its carry through unchanged
       dz = jnp.where(m_t, dz, jnp.zeros_like(dz))
@@ -287,14 +291,23 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
                              reverse=not reverse)
   T, B, D = xs.shape
   dz_flat = dz.reshape(T * B, dz.shape[-1])  # [T*B, 4H]
-  grads = {
-      "w_ih": _dot(xs.reshape(T * B, D).T, dz_flat, dtype),            # [D, 4H]
-      "w_hh": _dot(h_prev.reshape(T * B, -1).T, dz_flat, dtype),       # [H, 4H]
-  }
+  dw = _stacked_weight_grad(xs, h_prev, dz_flat, dtype)  # [D + H, 4H]
+  grads = {"w_ih": dw[:D], "w_hh": dw[D:]}
   if "b" in params:
     grads["b"] = dz_flat.sum(0)
   d_xs = _dot(dz_flat, params["w_ih"].T, dtype).reshape(T, B, D).astype(xs.dtype)
   return d_carry, grads, d_xs
+
+
+def _stacked_weight_grad(xs, h_prev, dz_flat, dtype):
+  """`[X, H_prev]^T dZ`: `dW_ih` and `dW_hh` stacked, `[D + H, G*H]`, as ONE GEMM over the
+  `T*B` rows (`xs [T, B, D]`, `h_prev [T, B, H]`, `dz_flat [T*B, G*H]`). One GEMM with
+  twice the rows beats two at small widths (benchmarks/RESULTS.md); the concatenation
+  costs a copy of xs and h_prev."""
+  T, B, D = xs.shape
+  xh = jnp.concatenate([xs.reshape(T * B, D).astype(dtype),
+                        h_prev.reshape(T * B, -1).astype(dtype)], axis=1)  # [T*B, D + H]
+  return _dot(xh.T, dz_flat, dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
@@ -354,7 +367,7 @@ def _lstm_fwd(params, xs, h0, c0, lengths, reverse, remat, chunk_size, batch_maj
 
     def run(xs_c, start, carry):
       mask = _step_mask(lengths, xs_c.shape[0], start)
-      ys_c, h, c, _ = _forward(params, _project(params, xs_c, dtype), *carry, mask, reverse,
+      ys_c, h, c, _ = _forward(params, _project(params, xs_c, dtype, bias=False), *carry, mask, reverse,
                                save=False, hoisted=True, dtype=dtype)
       return (h, c), ys_c
 
@@ -363,7 +376,7 @@ def _lstm_fwd(params, xs, h0, c0, lengths, reverse, remat, chunk_size, batch_maj
                                                reverse, batch_major)
   else:
     xs = _time_major(xs, batch_major)  # [T, B, D]
-    ys, h_n, c_n, residuals = _forward(params, _project(params, xs, dtype), *carry,
+    ys, h_n, c_n, residuals = _forward(params, _project(params, xs, dtype, bias=False), *carry,
                                        _step_mask(lengths, xs.shape[0]), reverse, save=True,
                                        hoisted=True, dtype=dtype)
     ys = _time_major(ys, batch_major)
@@ -382,7 +395,7 @@ def _lstm_bwd(reverse, remat, chunk_size, batch_major, saved, cotangents):
     def chunk_bwd(start, size, carry_in, d_carry):
       xs_c = _chunk(xs, start, size, batch_major)  # [size, B, D]
       mask = _step_mask(lengths, size, start)
-      _, _, _, res = _forward(params, _project(params, xs_c, dtype), *carry_in, mask, reverse,
+      _, _, _, res = _forward(params, _project(params, xs_c, dtype, bias=False), *carry_in, mask, reverse,
                               save=True, hoisted=True, dtype=dtype)
       return _grads(params, xs_c, res, mask, _chunk(d_ys, start, size, batch_major), *d_carry,
                     reverse, dtype)
