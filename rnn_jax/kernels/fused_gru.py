@@ -31,14 +31,18 @@ from rnn_jax.kernels.fused_lstm import (_bias, _chunk, _dot, _project, _remat_ba
 
 def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: bool,
              hoisted: bool, dtype):
-  """The recurrence over `inputs`: projections `zx [T, B, 3H]` when `hoisted`, else `xs`.
+  """The recurrence over `inputs`: projections `zx [T, B, 3H]` (without the bias, added
+  here) when `hoisted`, else `xs`.
   `h0 [B, H]` and the carry stay in the accumulation dtype; `ys [T, B, H]` is in `dtype`."""
   w_hh = params["w_hh"]
   H = h0.shape[-1]
+  b = _bias(params, "b", dtype) if hoisted and "b" in params else None
 
   def body(h, inp):
     in_t, m_t = inp
     zx_t = in_t if hoisted else _step_projection(params, in_t, dtype)
+    if b is not None:
+      zx_t = zx_t + b
     x_r, x_z, x_n = jnp.split(zx_t, 3, axis=-1)
     if reset_after:
       h_r, h_z, h_n = jnp.split(_dot(h, w_hh, dtype), 3, axis=-1)
@@ -74,9 +78,9 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: 
   """
   r, z, n, h_n_pre, h_prev = residuals
   acc = accumulation_dtype(dtype)
-  w_hh = params["w_hh"]
   T, B, D = xs.shape
   H = dh_n.shape[-1]
+  w_hh_t = params["w_hh"].T  # [3H, H], transposed once, outside the loop
 
   def body(dh_next, inp):
     dy, r_t, z_t, n_t, hn_t, h_p, m_t = inp
@@ -86,13 +90,13 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: 
     if reset_after:
       dr_pre = dn_pre * hn_t * r_t * (1.0 - r_t)
       d_hh = jnp.concatenate([dr_pre, dz_pre, dn_pre * r_t], -1)  # d(h W_hh + b_hh part)
-      dh_prev = dh * z_t + _dot(d_hh, w_hh.T, dtype)
+      dh_prev = dh * z_t + _dot(d_hh, w_hh_t, dtype)
     else:
-      d_rh = _dot(dn_pre, w_hh[:, 2 * H:].T, dtype)  # d(r ⊙ h)
+      d_rh = _dot(dn_pre, w_hh_t[2 * H:], dtype)  # d(r ⊙ h)
       dr_pre = d_rh * h_p * r_t * (1.0 - r_t)
       d_hh = jnp.concatenate([dr_pre, dz_pre, dn_pre], -1)
       dh_prev = (dh * z_t + d_rh * r_t
-                 + _dot(jnp.concatenate([dr_pre, dz_pre], -1), w_hh[:, :2 * H].T, dtype))
+                 + _dot(jnp.concatenate([dr_pre, dz_pre], -1), w_hh_t[:2 * H], dtype))
     d_zx = jnp.concatenate([dr_pre, dz_pre, dn_pre], -1)  # [B, 3H]
     if m_t is not None:
       d_zx = jnp.where(m_t, d_zx, jnp.zeros_like(d_zx))
@@ -160,7 +164,7 @@ def _gru_fwd(params, xs, h0, lengths, reverse, reset_after, remat, chunk_size, b
 
     def run(xs_c, start, h):
       mask = _step_mask(lengths, xs_c.shape[0], start)
-      ys_c, h, _ = _forward(params, _project(params, xs_c, dtype), h, mask, reverse,
+      ys_c, h, _ = _forward(params, _project(params, xs_c, dtype, bias=False), h, mask, reverse,
                             reset_after, save=False, hoisted=True, dtype=dtype)
       return h, ys_c
 
@@ -169,7 +173,7 @@ def _gru_fwd(params, xs, h0, lengths, reverse, reset_after, remat, chunk_size, b
                                         batch_major)
   else:
     xs = _time_major(xs, batch_major)  # [T, B, D]
-    ys, h_n, residuals = _forward(params, _project(params, xs, dtype), h,
+    ys, h_n, residuals = _forward(params, _project(params, xs, dtype, bias=False), h,
                                   _step_mask(lengths, xs.shape[0]), reverse, reset_after,
                                   save=True, hoisted=True, dtype=dtype)
     ys = _time_major(ys, batch_major)
@@ -187,7 +191,7 @@ def _gru_bwd(reverse, reset_after, remat, chunk_size, batch_major, saved, cotang
     def chunk_bwd(start, size, h_in, dh):
       xs_c = _chunk(xs, start, size, batch_major)  # [size, B, D]
       mask = _step_mask(lengths, size, start)
-      _, _, res = _forward(params, _project(params, xs_c, dtype), h_in, mask, reverse,
+      _, _, res = _forward(params, _project(params, xs_c, dtype, bias=False), h_in, mask, reverse,
                            reset_after, save=True, hoisted=True, dtype=dtype)
       return _grads(params, xs_c, res, mask, _chunk(d_ys, start, size, batch_major), dh,
                     reverse, reset_after, dtype)
