@@ -275,3 +275,56 @@ def test_remat_never_transposes_the_whole_sequence(name):
   for grad in (False, True):
     assert not time_major & shapes(True, grad), grad
     assert (7, B, D_long) in shapes(True, grad)  # one chunk, transposed
+
+
+SHARDED_CHECK = r"""
+import re
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import rnn_jax
+from rnn_jax import cells
+
+mesh = Mesh(np.asarray(jax.devices()), ("data",))
+assert mesh.size == 2, jax.devices()
+for name, cell in [("lstm", cells.lstm(16)), ("gru", cells.gru(16)),
+                   ("gru_reset_after", cells.gru(16, reset_after=True))]:
+  for remat in (False, True):
+    params = cell.init(jax.random.key(0), 8)
+    xs = jax.random.normal(jax.random.key(1), (4, 7, 8))
+    lengths = jnp.array([7, 3, 0, 5])
+
+    def loss(p, x, lengths):
+      ys, final = rnn_jax.unroll(cell, p, x, seq_lengths=lengths, remat=remat,
+                                 implementation="fused")
+      return jnp.sum(jnp.sin(ys)) + jnp.sum(jax.tree_util.tree_leaves(final)[0] ** 2)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    want = grad(params, xs, lengths)
+    split = NamedSharding(mesh, P("data"))
+    args = (jax.device_put(params, NamedSharding(mesh, P())), jax.device_put(xs, split),
+            jax.device_put(lengths, split))
+    hlo = grad.lower(*args).compile().as_text()
+    # The batch stays split: no device gathers the other's rows, the weight
+    # gradients are summed over devices (one all-reduce).
+    assert "all-gather" not in hlo, (name, remat, "all-gather in the partitioned program")
+    assert re.search(r"all-reduce(-start)?\(", hlo), (name, remat, "no all-reduce")
+    got = grad(*args)
+    assert got[1].sharding.is_equivalent_to(split, 3), got[1].sharding
+    for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+      np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+print("SHARDED_KERNELS_OK")
+"""
+
+
+def test_fused_kernels_keep_a_sharded_batch_split():
+  """Under `jax.jit` with the batch split over devices (what `rnn_jax.training.parallel`
+  does), the fused kernels run on each device's rows only: flattening `[T, B]` for
+  the all-steps GEMMs used to make XLA gather the whole batch onto every device."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", SHARDED_CHECK], env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert "SHARDED_KERNELS_OK" in out.stdout, out.stderr[-3000:]

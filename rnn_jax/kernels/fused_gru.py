@@ -23,10 +23,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.kernels.fused_lstm import (_bias, _chunk, _dot, _project, _remat_backward,
-                                        _remat_forward, _step_mask, _step_projection,
-                                        _time_major, accumulation_dtype, chunk_length,
-                                        compute_dtype)
+from rnn_jax.kernels.fused_lstm import (_bias, _chunk, _contract, _contract_steps, _dot,
+                                        _project, _remat_backward, _remat_forward, _step_mask,
+                                        _step_projection, _time_major, accumulation_dtype,
+                                        chunk_length, compute_dtype)
 
 
 def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: bool,
@@ -107,21 +107,19 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: 
   hn_seq = h_n_pre if reset_after else r  # a placeholder of the right shape when unused
   dh0, (d_zx, d_hh) = jax.lax.scan(body, dh_n, (d_ys, r, z, n, hn_seq, h_prev, mask),
                                    reverse=not reverse)
-  d_zx = d_zx.reshape(T * B, 3 * H)
-  d_hh = d_hh.reshape(T * B, 3 * H)
-  h_flat = h_prev.reshape(T * B, H)
+  # Contractions over [T, B] without flattening it, so a batch sharded over devices
+  # stays sharded (fused_lstm._contract).
   if reset_after:
-    dw_hh = _dot(h_flat.T, d_hh, dtype)  # [H, 3H]
+    dw_hh = _contract_steps(h_prev, d_hh, dtype)  # [H, 3H]
   else:
-    rh = (r * h_prev).reshape(T * B, H)
-    dw_hh = jnp.concatenate([_dot(h_flat.T, d_hh[:, :2 * H], dtype),
-                             _dot(rh.T, d_hh[:, 2 * H:], dtype)], -1)
-  grads = {"w_ih": _dot(xs.reshape(T * B, D).T, d_zx, dtype), "w_hh": dw_hh}
+    dw_hh = jnp.concatenate([_contract_steps(h_prev, d_hh[..., :2 * H], dtype),
+                             _contract_steps(r * h_prev, d_hh[..., 2 * H:], dtype)], -1)
+  grads = {"w_ih": _contract_steps(xs, d_zx, dtype), "w_hh": dw_hh}
   if "b" in params:
-    grads["b"] = d_zx.sum(0)
+    grads["b"] = d_zx.sum((0, 1))
   if "b_hn" in params:
-    grads["b_hn"] = d_hh[:, 2 * H:].sum(0)
-  d_xs = _dot(d_zx, params["w_ih"].T, dtype).reshape(T, B, D).astype(xs.dtype)
+    grads["b_hn"] = d_hh[..., 2 * H:].sum((0, 1))
+  d_xs = _contract("tbg,dg->tbd", d_zx, params["w_ih"], dtype).astype(xs.dtype)  # [T, B, D]
   return dh0, grads, d_xs
 
 

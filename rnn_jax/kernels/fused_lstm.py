@@ -79,6 +79,20 @@ def _dot(a: Array, b: Array, dtype) -> Array:
                     preferred_element_type=accumulation_dtype(dtype))
 
 
+def _contract(spec: str, a: Array, b: Array, dtype) -> Array:
+  """`jnp.einsum(spec, a, b)` with the precision of `_dot`.
+
+  The all-steps GEMMs contract `[T, B, ...]` arrays with einsum rather than
+  flattening them to `[T*B, ...]`: on one device it is the same GEMM (the
+  reshape is free), but under `jax.jit` with the batch sharded over devices
+  (`rnn_jax.training.parallel`) a `[T, B/n, D] -> [T*B, D]` reshape cannot keep
+  the batch sharding, so XLA gathers the whole batch and every device computes
+  every row; einsum keeps B as a dimension, sharded.
+  """
+  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype),
+                    preferred_element_type=accumulation_dtype(dtype))
+
+
 def _bias(params, name, dtype):
   return params[name].astype(accumulation_dtype(dtype))
 
@@ -104,8 +118,7 @@ def _project(params, xs, dtype, bias: bool = True):
   """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b
   when `bias`; the LSTM adds b inside its step instead, which saves a pass over the
   `[T, B, 4H]` result)."""
-  T, B, D = xs.shape
-  zx = _dot(xs.reshape(T * B, D), params["w_ih"], dtype).reshape(T, B, -1)  # [T*B, D] x [D, G*H]
+  zx = _contract("tbd,dg->tbg", xs, params["w_ih"], dtype)  # [T, B, D] x [D, G*H]
   if bias and "b" in params:
     zx = zx + _bias(params, "b", dtype)
   return zx
@@ -289,25 +302,29 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
 
   d_carry, dz = jax.lax.scan(body, (dh_n, dc_n), (d_ys, acts, c_prev, tanh_c, mask),
                              reverse=not reverse)
-  T, B, D = xs.shape
-  dz_flat = dz.reshape(T * B, dz.shape[-1])  # [T*B, 4H]
-  dw = _stacked_weight_grad(xs, h_prev, dz_flat, dtype)  # [D + H, 4H]
+  D = xs.shape[-1]
+  dw = _stacked_weight_grad(xs, h_prev, dz, dtype)  # [D + H, 4H]
   grads = {"w_ih": dw[:D], "w_hh": dw[D:]}
   if "b" in params:
-    grads["b"] = dz_flat.sum(0)
-  d_xs = _dot(dz_flat, params["w_ih"].T, dtype).reshape(T, B, D).astype(xs.dtype)
+    grads["b"] = dz.sum((0, 1))
+  d_xs = _contract("tbg,dg->tbd", dz, params["w_ih"], dtype).astype(xs.dtype)  # [T, B, D]
   return d_carry, grads, d_xs
 
 
-def _stacked_weight_grad(xs, h_prev, dz_flat, dtype):
+def _stacked_weight_grad(xs, h_prev, dz, dtype):
   """`[X, H_prev]^T dZ`: `dW_ih` and `dW_hh` stacked, `[D + H, G*H]`, as ONE GEMM over the
-  `T*B` rows (`xs [T, B, D]`, `h_prev [T, B, H]`, `dz_flat [T*B, G*H]`). One GEMM with
-  twice the rows beats two at small widths (benchmarks/RESULTS.md); the concatenation
-  costs a copy of xs and h_prev."""
-  T, B, D = xs.shape
-  xh = jnp.concatenate([xs.reshape(T * B, D).astype(dtype),
-                        h_prev.reshape(T * B, -1).astype(dtype)], axis=1)  # [T*B, D + H]
-  return _dot(xh.T, dz_flat, dtype)
+  `T*B` rows (`xs [T, B, D]`, `h_prev [T, B, H]`, `dz [T, B, G*H]`). One GEMM with twice
+  the rows beats two at small widths; the concatenation costs a copy of xs and h_prev."""
+  xh = jnp.concatenate([xs.astype(dtype), h_prev.astype(dtype)], axis=-1)  # [T, B, D + H]
+  return _contract_steps(xh, dz, dtype)
+
+
+def _contract_steps(a: Array, b: Array, dtype) -> Array:
+  """`sum_{t,b} a[t, b, :]^T b[t, b, :]`: `[T, B, K] x [T, B, N] -> [K, N]`, the weight
+  gradients' GEMM over all steps, without flattening `[T, B]` (see `_contract`). As a
+  `dot_general` over both dims it compiles to one GEMM; `jnp.einsum` would also copy b."""
+  return jax.lax.dot_general(a.astype(dtype), b.astype(dtype), (((0, 1), (0, 1)), ((), ())),
+                             preferred_element_type=accumulation_dtype(dtype))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))

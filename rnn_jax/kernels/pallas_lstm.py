@@ -252,11 +252,6 @@ def _run_backward(zx, w_hh, h_prev, c_prev, d_ys, d_hn, d_cn, lengths, reverse, 
   return dz[:, :B], dh0[:B], dc0[:B]
 
 
-def _matmul(a: Array, b: Array, dtype) -> Array:
-  """`a @ b` with operands in `dtype` and float32 accumulation."""
-  return jnp.dot(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
-
-
 def _project(params, xs):
   """`fused_lstm`'s input projection, `[T, B, D]` -> `[T, B, 4H]`, in the kernels' float32."""
   return fused_lstm._project(params, xs, params["w_hh"].dtype).astype(jnp.float32)
@@ -310,21 +305,20 @@ def _shifted_carries(ys, cs, h0, c0, lengths, reverse: bool):
 def _lstm_pallas_bwd(reverse, interpret, block_b, saved, cotangents):
   params, xs, h0, c0, lengths, zx, ys, cs = saved
   d_ys, d_hn, d_cn = cotangents
-  T, B, D = xs.shape
+  T, B, _ = xs.shape
   w_hh = params["w_hh"]
   lengths = _lengths_or_full(lengths, B, T)
   h_prev, c_prev = _shifted_carries(ys, cs, h0, c0, lengths, reverse)  # [T, B, H] each
   dz, dh0, dc0 = _run_backward(zx, w_hh, h_prev, c_prev, d_ys, d_hn, d_cn, lengths, reverse,
                                interpret, block_b)
-  dz_flat = dz.reshape(T * B, -1)  # [T*B, 4H]
-  cdt = w_hh.dtype
+  cdt = w_hh.dtype  # contractions over [T, B] unflattened: a sharded batch stays sharded
   grads = {
-      "w_ih": _matmul(xs.reshape(T * B, D).T, dz_flat, cdt).astype(params["w_ih"].dtype),
-      "w_hh": _matmul(h_prev.reshape(T * B, -1).T, dz_flat, cdt).astype(cdt),
+      "w_ih": fused_lstm._contract_steps(xs, dz, cdt).astype(params["w_ih"].dtype),
+      "w_hh": fused_lstm._contract_steps(h_prev, dz, cdt).astype(cdt),
   }
   if "b" in params:
-    grads["b"] = dz_flat.sum(0).astype(params["b"].dtype)
-  d_xs = _matmul(dz_flat, params["w_ih"].T, cdt).reshape(T, B, D).astype(xs.dtype)
+    grads["b"] = dz.sum((0, 1)).astype(params["b"].dtype)
+  d_xs = fused_lstm._contract("tbg,dg->tbd", dz, params["w_ih"], cdt).astype(xs.dtype)
   return grads, d_xs, dh0.astype(h0.dtype), dc0.astype(c0.dtype), None
 
 
