@@ -9,11 +9,17 @@ turns round-robin so every implementation sees the same machine state:
 
   rnn_jax/scan    `rnn_jax.unroll(..., implementation="scan")` (lax.scan, autodiff)
   rnn_jax/fused   `implementation="fused"` (hoisted projection, hand-written backward)
+  rnn_jax/fused_bf16  the same with bfloat16 params and inputs (float32 accumulation,
+                  gate math and carry): a different precision, not a like-for-like row
+  rnn_jax/fused_dp    the fused kernel under `jax.jit` with the batch split over all
+                  devices, as `rnn_jax.training.parallel` runs a training step; on the
+                  CPU `--host_devices=2` makes two host devices of one machine's cores
   flax            `flax.linen.RNN(OptimizedLSTMCell / GRUCell)`
   torch           `torch.nn.LSTM / nn.GRU` on the CPU (oneDNN), CUDA when present
   gemm_limit      the same GEMMs with no recurrence: what a perfect kernel costs
 
-and prints milliseconds, GFLOP/s and the ratio to torch, forward and
+and prints milliseconds, GFLOP/s, the ratio to torch and the cores used (process
+CPU time over wall time while the forward+backward was timed), forward and
 forward+backward. `--compile_sizes` reports compile time against T.
 
     python -m benchmarks.rnn --memory --sizes=32x512x10000
@@ -59,15 +65,20 @@ import jax.numpy as jnp
 from absl import app, flags
 
 import rnn_jax
-from rnn_jax import cells, kernels
+from rnn_jax import cells, kernels, training
 
 _CELLS = flags.DEFINE_list("cells", ["lstm", "gru"], "Cells to time.")
 _SIZES = flags.DEFINE_list("sizes", ["32x512x100", "64x256x200", "8x1024x50", "64x64x30",
                                      "32x512x2000"], "BxHxT sizes (D = H).")
 _TURNS = flags.DEFINE_integer("turns", 3, "Round-robin turns.")
 _MIN_TIME = flags.DEFINE_float("min_time", 0.3, "Seconds of repeats per measurement.")
-_IMPLS = flags.DEFINE_list("implementations", ["rnn_jax/scan", "rnn_jax/fused", "flax", "torch",
-                                               "gemm_limit"], "What to time.")
+_IMPLS = flags.DEFINE_list("implementations", ["rnn_jax/scan", "rnn_jax/fused", "rnn_jax/fused_bf16",
+                                               "rnn_jax/fused_dp", "flax", "torch", "gemm_limit"],
+                            "What to time (rnn_jax/fused_dp only with several devices).")
+_HOST_DEVICES = flags.DEFINE_integer("host_devices", 1, "On the CPU, split the machine into "
+                                     "this many host devices (XLA's "
+                                     "--xla_force_host_platform_device_count) for "
+                                     "rnn_jax/fused_dp; other rows run on the first.")
 _COMPILE_T = flags.DEFINE_list("compile_sizes", ["100", "1000", "10000"],
                                "T values for the compile-time report (B=32, H=512).")
 _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
@@ -96,31 +107,47 @@ def flops(cell: str, B: int, H: int, T: int, backward: bool) -> float:
   return 3 * f if backward else f
 
 
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def _repeat(call):
+  """`(seconds per call, cores)`: repeats `call` for at least --min_time; cores is the
+  process CPU time over the wall time meanwhile (2.0 = both cores of a 2-core machine)."""
+  n, start, cpu = 0, time.perf_counter(), _cpu_seconds()
+  while True:
+    call()
+    n += 1
+    elapsed = time.perf_counter() - start
+    if elapsed >= _MIN_TIME.value:
+      return elapsed / n, (_cpu_seconds() - cpu) / elapsed
+
+
 def _timer(fn, *args):
-  """Seconds per call: repeats for at least --min_time after one warm-up call."""
+  """A runner of `_repeat` for a jitted function, after one warm-up call."""
   jax.block_until_ready(fn(*args))
-
-  def run():
-    n, start = 0, time.perf_counter()
-    while True:
-      jax.block_until_ready(fn(*args))
-      n += 1
-      elapsed = time.perf_counter() - start
-      if elapsed >= _MIN_TIME.value:
-        return elapsed / n
-
-  return run
+  return lambda: _repeat(lambda: jax.block_until_ready(fn(*args)))
 
 
 def jax_fns(cell_name, impl, B, H, T):
   cell = cells.lstm(H) if cell_name == "lstm" else cells.gru(H, reset_after=True)
   params = cell.init(jax.random.key(0), H)
   xs = jax.random.normal(jax.random.key(1), (B, T, H))
-  if impl == "rnn_jax/fused" and not kernels.fused_supports(cell):
+  if impl.startswith("rnn_jax/fused") and not kernels.fused_supports(cell):
     return None
-  implementation = impl.split("/")[1]
+  implementation = {"rnn_jax/scan": "scan"}.get(impl, "fused")
+  if impl == "rnn_jax/fused_bf16":
+    params, xs = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), (params, xs))
+  if impl == "rnn_jax/fused_dp":  # the batch split over every device, params replicated
+    mesh = training.data_mesh()
+    if mesh.size == 1 or B % mesh.size:
+      return None
+    params = jax.device_put(params, training.parallel.replicated(mesh))
+    xs = jax.device_put(xs, training.parallel.batch_sharded(mesh))
   forward = jax.jit(lambda p, x: rnn_jax.unroll(cell, p, x, implementation=implementation)[0])
-  loss = lambda p, x: jnp.sum(rnn_jax.unroll(cell, p, x, implementation=implementation)[0])
+  loss = lambda p, x: jnp.sum(rnn_jax.unroll(cell, p, x, implementation=implementation)[0]
+                              .astype(jnp.float32))
   both = jax.jit(jax.grad(loss, argnums=(0, 1)))
   return _timer(forward, params, xs), _timer(both, params, xs)
 
@@ -168,17 +195,7 @@ def torch_fns(cell_name, B, H, T):
   def timed(fn):
     fn()
     sync()
-
-    def run():
-      n, start = 0, time.perf_counter()
-      while True:
-        fn()
-        sync()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= _MIN_TIME.value:
-          return elapsed / n
-    return run
+    return lambda: _repeat(lambda: (fn(), sync()))
 
   def forward():
     with torch.no_grad():
@@ -386,8 +403,12 @@ def main(argv):
   if _MEMORY_CHILD.value:
     memory_child(json.loads(_MEMORY_CHILD.value))
     return
+  if _HOST_DEVICES.value > 1:  # read when the CPU backend starts, so before any jax work
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
+                               f"device_count={_HOST_DEVICES.value}").strip()
   results = {"machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores",
-             "jax": jax.__version__, "backend": jax.default_backend(), "rows": []}
+             "jax": jax.__version__, "backend": jax.default_backend(),
+             "devices": len(jax.devices()), "rows": []}
   if _MEMORY.value or _MEMORY_RUN.value:
     if _MEMORY.value:
       memory_report(results)
@@ -414,28 +435,34 @@ def main(argv):
           raise app.UsageError(f"--implementations: unknown {impl!r}")
         if fns is not None:
           runners[impl] = fns
+        elif impl == "rnn_jax/fused_dp" and cell_name == _CELLS.value[0] and size == _SIZES.value[0]:
+          print(f"(rnn_jax/fused_dp skipped: {len(jax.devices())} device(s); "
+                "on the CPU pass --host_devices=2)")
       times = {impl: ([], []) for impl in runners}
       for _ in range(_TURNS.value):
         for impl, (fwd, both) in runners.items():
           times[impl][0].append(fwd())
           times[impl][1].append(both())
+      median = lambda runs, i: statistics.median(run[i] for run in runs)
       base = times.get("torch")
       print(f"\n{cell_name} B={B} H={H} T={T}")
-      print(f"{'implementation':>15} | {'fwd ms':>8} {'GFLOP/s':>8} {'vs torch':>8} | "
-            f"{'fwd+bwd ms':>10} {'GFLOP/s':>8} {'vs torch':>8}")
+      print(f"{'implementation':>18} | {'fwd ms':>8} {'GFLOP/s':>8} {'vs torch':>8} | "
+            f"{'fwd+bwd ms':>10} {'GFLOP/s':>8} {'vs torch':>8} {'cores':>5}")
       for impl, (fwd, both) in times.items():
-        f, b = statistics.median(fwd), statistics.median(both)
+        f, b = median(fwd, 0), median(both, 0)
         row = {"cell": cell_name, "B": B, "H": H, "T": T, "implementation": impl,
                "fwd_ms": 1e3 * f, "fwd_bwd_ms": 1e3 * b,
                "fwd_gflops": flops(cell_name, B, H, T, False) / f / 1e9,
-               "fwd_bwd_gflops": flops(cell_name, B, H, T, True) / b / 1e9}
+               "fwd_bwd_gflops": flops(cell_name, B, H, T, True) / b / 1e9,
+               "fwd_cores": median(fwd, 1), "fwd_bwd_cores": median(both, 1)}
         if base:
-          row["fwd_vs_torch"] = f / statistics.median(base[0])
-          row["fwd_bwd_vs_torch"] = b / statistics.median(base[1])
+          row["fwd_vs_torch"] = f / median(base[0], 0)
+          row["fwd_bwd_vs_torch"] = b / median(base[1], 0)
         results["rows"].append(row)
-        print(f"{impl:>15} | {row['fwd_ms']:8.2f} {row['fwd_gflops']:8.1f} "
+        print(f"{impl:>18} | {row['fwd_ms']:8.2f} {row['fwd_gflops']:8.1f} "
               f"{row.get('fwd_vs_torch', float('nan')):8.2f} | {row['fwd_bwd_ms']:10.2f} "
-              f"{row['fwd_bwd_gflops']:8.1f} {row.get('fwd_bwd_vs_torch', float('nan')):8.2f}")
+              f"{row['fwd_bwd_gflops']:8.1f} {row.get('fwd_bwd_vs_torch', float('nan')):8.2f} "
+              f"{row['fwd_bwd_cores']:5.2f}")
   if _COMPILE_T.value:
     print("\ncompile time (s) of forward+backward, B=32 H=512, against T")
     results["compile_s"] = {}

@@ -16,7 +16,7 @@ back, so a field is written once. `main` functions stay a few lines:
 
 Shared flags: `--workdir` (required), `--data_dir` (default `$RNN_JAX_DATA`),
 `--seed`, `--max_steps`, `--checkpoint_every`, `--eval_every`, `--log_every`,
-`--num_devices`, `--progress`, and the multi-host ones `--coordinator_address`,
+`--num_devices`, `--host_devices`, `--progress`, and the multi-host ones `--coordinator_address`,
 `--num_processes`, `--process_id` (multi-host starts only when the first is set).
 """
 
@@ -39,6 +39,10 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: add
                                    "host:port of process 0; starts jax.distributed.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+_HOST_DEVICES = flags.DEFINE_integer(
+    "host_devices", 0, "CPU only: split this machine's CPU into N devices for data "
+    "parallelism (XLA's --xla_force_host_platform_device_count; 0 leaves XLA's default of "
+    "one). Small models use both cores of a 2-core machine this way (WORKSPACE.md).")
 
 
 def field(default, help: str, **kwargs):  # noqa: A002 - mirrors absl's name
@@ -203,7 +207,24 @@ def data_path(config, *parts: str) -> str:
   return path
 
 
+def set_host_devices(n: int) -> None:
+  """Makes the CPU backend start with `n` devices. XLA reads the flag when the backend
+  starts, so this must run before the first jax computation; it raises otherwise."""
+  try:  # private, so only where it exists
+    from jax._src.xla_bridge import backends_are_initialized
+  except ImportError:
+    backends_are_initialized = lambda: False
+  if backends_are_initialized():
+    raise UserError("--host_devices: the jax backend has already started")
+  flag = f"--xla_force_host_platform_device_count={n}"
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+
 def maybe_initialize_distributed() -> None:
+  if _HOST_DEVICES.value < 0:
+    raise UserError(f"--host_devices: expected 0 or more, got {_HOST_DEVICES.value}")
+  if _HOST_DEVICES.value:
+    set_host_devices(_HOST_DEVICES.value)
   if _COORDINATOR.value:
     from rnn_jax.training import initialize_distributed
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
