@@ -4,6 +4,8 @@ Float32 against the loop and the scan path; bfloat16 against the float32 scan
 on the same rounded numbers; `remat=True` against `remat=False`.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -328,3 +330,38 @@ def test_fused_kernels_keep_a_sharded_batch_split():
   out = subprocess.run([sys.executable, "-c", SHARDED_CHECK], env=env, capture_output=True,
                        text=True, timeout=300)
   assert "SHARDED_KERNELS_OK" in out.stdout, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru_reset_after"])
+@pytest.mark.parametrize("remat", [False, True])
+def test_bfloat16_outputs_are_written_in_place(name, remat):
+  """A bfloat16 output written step by step (or chunk by chunk) must not be converted to
+  float32 whole at every write: XLA on the CPU did that for a bfloat16
+  dynamic-update-slice, which made the forward pass O(T^2) (fused_lstm._bits)."""
+  T_, B_, D_, H_ = 37, 3, 5, 11
+  cell = cells.lstm(H_) if name == "lstm" else cells.gru(H_, reset_after=True)
+  params = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16),
+                                  cell.init(jax.random.key(0), D_))
+  xs = jax.random.normal(jax.random.key(1), (B_, T_, D_)).astype(jnp.bfloat16)
+  run = lambda p, x: rnn_jax.unroll(cell, p, x, remat=remat, implementation="fused")[0]
+  loss = lambda p, x: jnp.sum(run(p, x).astype(jnp.float32) ** 2)
+  for fn in (jax.jit(run), jax.jit(jax.grad(loss, argnums=(0, 1)))):
+    loops = _loop_computations(fn.lower(params, xs).compile().as_text())
+    assert loops
+    for shape in (f"{T_},{B_},{H_}", f"{B_},{T_},{H_}", f"{T_},{B_},{D_}", f"{B_},{T_},{D_}"):
+      assert not re.search(rf"f32\[{shape}\]\S* convert\(", loops), (shape, "converted whole")
+
+
+def _loop_computations(hlo: str) -> str:
+  """The text of every computation a while loop's body runs, nested calls included."""
+  blocks = {m.group(1): m.group(0)
+            for m in re.finditer(r"^(%[\w.-]+) \(.*?^}", hlo, re.M | re.S)}
+  todo = re.findall(r"body=(%[\w.-]+)", hlo)
+  seen = set()
+  while todo:
+    name = todo.pop()
+    if name in seen or name not in blocks:
+      continue
+    seen.add(name)
+    todo += re.findall(r"(?:calls|body|to_apply)=(%[\w.-]+)", blocks[name])
+  return "\n".join(blocks[name] for name in seen)

@@ -251,6 +251,7 @@ def test_cli_frequency_and_gradient_flow(tmp_path):
     (["--cell=transformer"], "--cell: expected one of rnn, irnn, lstm, gru, plstm"),
     (["--task=frequency", "--regime=weekly"], "--regime: expected one of"),
     (["--task=gradient_flow", "--probe_cells=lstm,foo"], "--probe_cells: expected one of"),
+    (["--host_devices=-1"], "--host_devices: expected 0 or more"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
   workdir = tmp_path / "run"

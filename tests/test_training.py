@@ -145,6 +145,23 @@ def test_sharded_step_equals_single_device_step():
   assert "SHARDED_OK" in out.stdout, out.stderr[-3000:]
 
 
+def test_host_devices_split_the_cpu_before_the_backend_starts():
+  """`--host_devices` (experiments.common.set_host_devices) makes N CPU devices, and says
+  so clearly when the jax backend has already started (too late to change)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  early = ("from experiments import common; common.set_host_devices(2); import jax; "
+           "print('DEVICES', len(jax.devices()))")
+  out = subprocess.run([sys.executable, "-c", early], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert "DEVICES 2" in out.stdout, out.stderr[-2000:]
+  late = ("import jax; jax.numpy.zeros(1).block_until_ready(); from experiments import common; "
+          "common.set_host_devices(2)")
+  out = subprocess.run([sys.executable, "-c", late], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode != 0 and "--host_devices: the jax backend has already started" in out.stderr
+
+
 def test_batch_must_split_over_devices():
   mesh = training.data_mesh(1)
   training.parallel.check_divisible(3, mesh)

@@ -23,10 +23,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.kernels.fused_lstm import (_bias, _chunk, _contract, _contract_steps, _dot,
+from rnn_jax.kernels.fused_lstm import (_bias, _bits, _chunk, _contract, _contract_steps, _dot,
                                         _project, _remat_backward, _remat_forward, _step_mask,
                                         _step_projection, _time_major, accumulation_dtype,
-                                        chunk_length, compute_dtype)
+                                        _unbits, chunk_length, compute_dtype)
 
 
 def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: bool,
@@ -62,10 +62,10 @@ def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: b
       h_new = jnp.where(m_t, h_new, h)
       y = jnp.where(m_t, y, jnp.zeros_like(y))
     residuals = (r, z, n, extra, h) if save else None
-    return h_new, (y, residuals)
+    return h_new, (_bits(y), residuals)  # _bits: written step by step (fused_lstm._bits)
 
   h_n, (ys, residuals) = jax.lax.scan(body, h0, (inputs, mask), reverse=reverse)
-  return ys, h_n, residuals
+  return _unbits(ys, dtype), h_n, residuals
 
 
 def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: bool, dtype):

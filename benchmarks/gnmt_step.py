@@ -1,0 +1,103 @@
+r"""GNMT training step time on 1 device against the batch split over all devices.
+
+    python -m benchmarks.gnmt_step --host_devices=2     # a 2-core CPU as two host devices
+    python -m benchmarks.gnmt_step --hidden_size=256 --json=/tmp/gnmt_step.json
+
+The step is the experiment's own jitted `train_step` (experiments/gnmt: 8 + 8
+layers, bi-directional bottom, GNMT attention, input feeding, Adam) on random
+token batches of fixed lengths. For 1 device and for all devices
+(`rnn_jax.training.data_mesh`, the batch split, params replicated, as
+`training.fit` runs it), it compiles the step, counts the collectives in the
+partitioned program (an all-gather means some device computes rows that are
+not its own), and times it in turns. On the CPU, `--host_devices=N` makes N
+host devices of one machine (XLA's `--xla_force_host_platform_device_count`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+_HIDDEN = flags.DEFINE_integer("hidden_size", 64, "H (the tiny_cpu flagfile's 64).")
+_LAYERS = flags.DEFINE_integer("num_layers", 8, "Layers of the encoder and of the decoder.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Sentence pairs per step.")
+_SOURCE_LEN = flags.DEFINE_integer("source_len", 20, "Source tokens per sentence.")
+_TARGET_LEN = flags.DEFINE_integer("target_len", 22, "Target tokens per sentence.")
+_VOCAB = flags.DEFINE_integer("vocab_size", 600, "Vocabulary.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per turn.")
+_TURNS = flags.DEFINE_integer("turns", 3, "Turns per setting.")
+_HOST_DEVICES = flags.DEFINE_integer("host_devices", 1, "On the CPU, split the machine into "
+                                     "this many host devices.")
+_JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
+
+
+def collectives(hlo: str) -> dict[str, int]:
+  """How many all-gathers and all-reduces an optimised HLO text holds."""
+  return {op: len(re.findall(rf"\b{op}(-start)?\(", hlo)) for op in ("all-gather", "all-reduce")}
+
+
+def main(argv):
+  del argv
+  if _HOST_DEVICES.value > 1:  # read when the CPU backend starts, so before any jax work
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
+                               f"device_count={_HOST_DEVICES.value}").strip()
+  from experiments.gnmt import model as model_lib
+  from experiments.gnmt import train as train_lib
+  from experiments.gnmt.config import GNMTConfig
+  from rnn_jax import training
+
+  config = GNMTConfig(hidden_size=_HIDDEN.value, num_layers=_LAYERS.value,
+                      vocab_size=_VOCAB.value, batch_size=_BATCH.value, dropout=0.0)
+  model = model_lib.GNMT(config, _VOCAB.value)
+  optimizer = train_lib.make_optimizer(config, 1000)
+  state = training.state.create_state(model.init(jax.random.key(0)), optimizer)
+  rng = np.random.default_rng(0)
+  B, S, U, V = _BATCH.value, _SOURCE_LEN.value, _TARGET_LEN.value, _VOCAB.value
+  batch = {"source": rng.integers(4, V, (B, S), dtype=np.int32),
+           "source_lengths": np.full(B, S, np.int32),
+           "target_in": rng.integers(4, V, (B, U), dtype=np.int32),
+           "target_out": rng.integers(4, V, (B, U), dtype=np.int32),
+           "target_lengths": np.full(B, U, np.int32)}
+  step = jax.jit(training.make_train_step(train_lib.make_loss_fn(config, model), optimizer))
+
+  settings = {}
+  for n in sorted({1, len(jax.devices())}):
+    mesh = training.data_mesh(n)
+    training.parallel.check_divisible(B, mesh)
+    args = (training.place_state(state, mesh), training.place_batch(batch, mesh))
+    hlo = step.lower(*args, jax.random.key(1)).compile().as_text()
+    jax.block_until_ready(step(*args, jax.random.key(1)))
+    settings[n] = {"args": args, "collectives": collectives(hlo), "ms": []}
+  for _ in range(_TURNS.value):
+    for n, s in settings.items():
+      start = time.perf_counter()
+      for i in range(_STEPS.value):
+        _, metrics = step(*s["args"], jax.random.key(i))
+      jax.block_until_ready(metrics)
+      s["ms"].append(1e3 * (time.perf_counter() - start) / _STEPS.value)
+
+  rows = []
+  print(f"GNMT train step, H={_HIDDEN.value}, {_LAYERS.value}+{_LAYERS.value} layers, "
+        f"B={B}, source {S}, target {U} tokens ({jax.default_backend()})")
+  for n, s in settings.items():
+    ms = statistics.median(s["ms"])
+    rows.append({"devices": n, "ms_per_step": ms, "turns_ms": s["ms"], **s["collectives"]})
+    print(f"{n} device(s): {ms:7.1f} ms/step (turns: "
+          + ", ".join(f"{t:.1f}" for t in s["ms"]) + f"); all-gathers "
+          f"{s['collectives']['all-gather']}, all-reduces {s['collectives']['all-reduce']}")
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump({"machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                 "jax": jax.__version__, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
