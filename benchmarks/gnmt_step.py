@@ -34,8 +34,15 @@ _TARGET_LEN = flags.DEFINE_integer("target_len", 22, "Target tokens per sentence
 _VOCAB = flags.DEFINE_integer("vocab_size", 600, "Vocabulary.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per turn.")
 _TURNS = flags.DEFINE_integer("turns", 3, "Turns per setting.")
-_HOST_DEVICES = flags.DEFINE_integer("host_devices", 1, "On the CPU, split the machine into "
-                                     "this many host devices.")
+# --host_devices is the experiments' shared flag (experiments.common); importing the
+# experiment does not start the jax backend, so main can still set it.
+from experiments import common  # noqa: E402  (defines --host_devices)
+if "host_devices" not in flags.FLAGS:  # an older checkout, for a before/after comparison
+  flags.DEFINE_integer("host_devices", 0, "Use XLA_FLAGS at this commit.")
+from experiments.gnmt import model as model_lib  # noqa: E402
+from experiments.gnmt import train as train_lib  # noqa: E402
+from experiments.gnmt.config import GNMTConfig  # noqa: E402
+from rnn_jax import training  # noqa: E402
 _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
 
 
@@ -46,14 +53,10 @@ def collectives(hlo: str) -> dict[str, int]:
 
 def main(argv):
   del argv
-  if _HOST_DEVICES.value > 1:  # read when the CPU backend starts, so before any jax work
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
-                               f"device_count={_HOST_DEVICES.value}").strip()
-  from experiments.gnmt import model as model_lib
-  from experiments.gnmt import train as train_lib
-  from experiments.gnmt.config import GNMTConfig
-  from rnn_jax import training
-
+  if flags.FLAGS.host_devices > 1:  # read when the CPU backend starts: before any jax work
+    common.set_host_devices(flags.FLAGS.host_devices)
+  # (Before commit eceebe3 there is no --host_devices: pass XLA_FLAGS=--xla_force_host_
+  # platform_device_count=2 in the environment instead; RESULTS.md's older figure did.)
   config = GNMTConfig(hidden_size=_HIDDEN.value, num_layers=_LAYERS.value,
                       vocab_size=_VOCAB.value, batch_size=_BATCH.value, dropout=0.0)
   model = model_lib.GNMT(config, _VOCAB.value)
