@@ -32,6 +32,13 @@ the peak the program needs), so sizes far beyond the machine's memory can be rea
 
     python -m benchmarks.rnn --memory_run --cells=lstm --sizes=32x512x10000
 
+    python -m benchmarks.rnn --parts --sizes=32x512x100
+
+`--parts` times the pieces of the fused LSTM's forward+backward, each jitted
+alone on the arrays the real pass makes (the projection GEMM, the forward
+recurrence, the backward pass and its all-steps GEMMs), beside the whole: where
+the time goes.
+
 `--memory_run` measures instead of predicting: for each size it starts fresh
 Python processes (`python -m benchmarks.rnn --memory_child=...`) and reads each
 one's peak resident set size from the kernel (`os.wait4`'s `ru_maxrss`, KiB on
@@ -95,6 +102,9 @@ _MEMORY_REMAT = flags.DEFINE_list("memory_remat", ["true", "false"],
                                   "remat settings for --memory_run, in order.")
 _MEMORY_TIMEOUT = flags.DEFINE_float("memory_timeout", 900.0,
                                      "Seconds allowed to each --memory_run process.")
+_PARTS = flags.DEFINE_bool("parts", False, "Time the parts of the fused LSTM's forward+backward "
+                           "separately (projection, forward recurrence, reverse recurrence, "
+                           "the backward GEMMs) against the whole, then exit.")
 _MEMORY_CHILD = flags.DEFINE_string("memory_child", None, "Internal to --memory_run: a JSON "
                                     "spec this process runs, printing one JSON line.")
 
@@ -398,6 +408,63 @@ def memory_run_report(results) -> None:
               f"{row['status']}")
 
 
+def parts_report(results) -> None:
+  """`--parts`: where the fused LSTM's forward+backward time goes, each part jitted alone
+  on the intermediate arrays of the real pass (float32, no lengths), in turns."""
+  from rnn_jax.kernels import fused_lstm as fl
+  f32 = jnp.float32
+  results["parts"] = []
+  for size in _SIZES.value:
+    B, H, T = (int(v) for v in size.split("x"))
+    cell = cells.lstm(H)
+    params = cell.init(jax.random.key(0), H)
+    xs = jax.random.normal(jax.random.key(1), (T, B, H))  # time-major, as inside the kernel
+    h0 = jnp.zeros((B, H))
+    zx = jax.jit(lambda p, x: fl._project(p, x, f32, bias=False))(params, xs)
+    forward = jax.jit(lambda p, zx: fl._forward(p, zx, h0, h0, None, False, True, True, f32))
+    ys, _, _, res = forward(params, zx)
+    h_prev = res[1]  # [T, B, H]
+
+    dz = jax.random.normal(jax.random.key(2), (T, B, 4 * H))
+    pieces = {
+        "projection GEMM": (jax.jit(lambda p, x: fl._project(p, x, f32, bias=False)),
+                            (params, xs)),
+        "forward recurrence": (forward, (params, zx)),
+        "backward (recurrence + GEMMs)": (
+            jax.jit(lambda p, x, res, d: fl._grads(p, x, res, None, d, h0, h0, False, f32)),
+            (params, xs, res, ys)),
+        "backward GEMMs (dW, db, dX)": (
+            jax.jit(lambda p, x, hp, dz: (fl._stacked_weight_grad(x, hp, dz, f32),
+                                          dz.sum((0, 1)),
+                                          fl._contract("tbg,dg->tbd", dz, p["w_ih"], f32))),
+            (params, xs, h_prev, dz)),
+        "whole fused forward+backward": (
+            jax.jit(jax.grad(lambda p, x: jnp.sum(fl.lstm_sequence(p, x, h0, h0, None)[0]),
+                             argnums=(0, 1))), (params, xs)),
+    }
+    runners = {name: _timer(fn, *args) for name, (fn, args) in pieces.items()}
+    times = {name: [] for name in runners}
+    for _ in range(_TURNS.value):
+      for name, run in runners.items():
+        times[name].append(run()[0])
+    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    whole = ms["whole fused forward+backward"]
+    print(f"\nlstm B={B} H={H} T={T}: parts of the fused forward+backward (ms, share of the whole)")
+    for name, t in ms.items():
+      print(f"{name:>32} | {t:9.2f} {100 * t / whole:6.1f}%")
+    derived = {
+        "  of which the reverse recurrence": (ms["backward (recurrence + GEMMs)"]
+                                              - ms["backward GEMMs (dW, db, dX)"]),
+        # Timed alone, each part also allocates and returns its outputs, so the parts
+        # can add up to more than the whole.
+        "sum of the parts": (ms["projection GEMM"] + ms["forward recurrence"]
+                             + ms["backward (recurrence + GEMMs)"]),
+    }
+    for name, t in derived.items():
+      print(f"{name:>32} | {t:9.2f} {100 * t / whole:6.1f}%")
+    results["parts"].append({"B": B, "H": H, "T": T, "ms": ms, "derived_ms": derived})
+
+
 def main(argv):
   del argv
   if _MEMORY_CHILD.value:
@@ -409,6 +476,12 @@ def main(argv):
   results = {"machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores",
              "jax": jax.__version__, "backend": jax.default_backend(),
              "devices": len(jax.devices()), "rows": []}
+  if _PARTS.value:
+    parts_report(results)
+    if _JSON.value:
+      with open(_JSON.value, "w") as f:
+        json.dump(results, f, indent=2)
+    return
   if _MEMORY.value or _MEMORY_RUN.value:
     if _MEMORY.value:
       memory_report(results)
