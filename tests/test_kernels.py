@@ -314,6 +314,26 @@ for name, cell in [("lstm", cells.lstm(16)), ("gru", cells.gru(16)),
     assert got[1].sharding.is_equivalent_to(split, 3), got[1].sharding
     for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
       np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+# Inside jax.shard_map (check_vma on, jax's default): the zero initial carry is cast to
+# vary with the batch, and the kernels' weight gradients are summed over the devices.
+for name, cell in [("lstm", cells.lstm(16)), ("gru", cells.gru(16, reset_after=True))]:
+  for implementation in ("scan", "fused"):
+    params = cell.init(jax.random.key(0), 8)
+    xs = jax.random.normal(jax.random.key(1), (4, 7, 8))
+    lengths = jnp.array([7, 3, 0, 5])
+
+    def loss(p, x, lengths):
+      ys, final = rnn_jax.unroll(cell, p, x, seq_lengths=lengths,
+                                 implementation=implementation)
+      return jnp.sum(jnp.sin(ys)) + jnp.sum(jax.tree_util.tree_leaves(final)[0] ** 2)
+
+    want = jax.grad(loss, argnums=(0, 1))(params, xs, lengths)
+    got = jax.jit(jax.shard_map(jax.grad(loss, argnums=(0, 1)), mesh=mesh,
+                                in_specs=(P(), P("data"), P("data")),
+                                out_specs=(P(), P("data"))))(params, xs, lengths)
+    for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+      np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"{name} {implementation}")
 print("SHARDED_KERNELS_OK")
 """
 
@@ -321,7 +341,8 @@ print("SHARDED_KERNELS_OK")
 def test_fused_kernels_keep_a_sharded_batch_split():
   """Under `jax.jit` with the batch split over devices (what `rnn_jax.training.parallel`
   does), the fused kernels run on each device's rows only: flattening `[T, B]` for
-  the all-steps GEMMs used to make XLA gather the whole batch onto every device."""
+  the all-steps GEMMs used to make XLA gather the whole batch onto every device.
+  Inside `jax.shard_map`, `unroll` (scan and fused) gives the single-device gradients."""
   import os
   import subprocess
   import sys

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 from rnn_jax.kernels.fused_lstm import (_bias, _bits, _chunk, _contract, _contract_steps, _dot,
                                         _project, _remat_backward, _remat_forward, _step_mask,
                                         _step_projection, _time_major, accumulation_dtype,
-                                        _unbits, chunk_length, compute_dtype)
+                                        _unbits, chunk_length, compute_dtype,
+                                        cotangent_like)
 
 
 def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: bool,
@@ -203,7 +204,8 @@ def _gru_bwd(reverse, reset_after, remat, chunk_size, batch_major, saved, cotang
                               _time_major(d_ys, batch_major), d_hn.astype(acc), reverse,
                               reset_after, dtype)
     d_xs = _time_major(d_xs, batch_major)
-  grads = {name: g.astype(params[name].dtype) for name, g in grads.items()}
+  grads = {name: cotangent_like(g.astype(params[name].dtype), params[name])
+           for name, g in grads.items()}
   return grads, d_xs, dh0.astype(d_hn.dtype), None
 
 

@@ -97,6 +97,28 @@ def _bias(params, name, dtype):
   return params[name].astype(accumulation_dtype(dtype))
 
 
+# ---------------------------------------------------------------- inside shard_map
+
+
+def varying_axes(a) -> frozenset:
+  """The `jax.shard_map` mesh axes `a` varies over (empty outside `shard_map`). jax 0.10
+  keeps them in `typeof(a).manual_axis_type.varying`; other versions as `typeof(a).vma`."""
+  aval = jax.typeof(a)
+  axes = getattr(aval, "vma", None)
+  if axes is None:
+    axes = getattr(getattr(aval, "manual_axis_type", None), "varying", None)
+  return frozenset(axes or ())
+
+
+def cotangent_like(g: Array, primal) -> Array:
+  """`g`, the gradient of an input that does not vary over some `shard_map` axes (the
+  replicated params) while the batch does, summed over those axes: what jax's own
+  autodiff does there (the transpose of the implicit broadcast is a psum), and what
+  `custom_vjp` requires of a backward rule. Outside `shard_map`, `g` as it is."""
+  extra = varying_axes(g) - varying_axes(primal)
+  return jax.lax.psum(g, tuple(sorted(extra))) if extra else g
+
+
 # ---------------------------------------------------------------- shared pieces
 
 
@@ -444,7 +466,8 @@ def _lstm_bwd(reverse, remat, chunk_size, batch_major, saved, cotangents):
     (dh0, dc0), grads, d_xs = _grads(params, xs, residuals, _step_mask(lengths, xs.shape[0]),
                                      _time_major(d_ys, batch_major), *d_carry, reverse, dtype)
     d_xs = _time_major(d_xs, batch_major)
-  grads = {name: g.astype(params[name].dtype) for name, g in grads.items()}
+  grads = {name: cotangent_like(g.astype(params[name].dtype), params[name])
+           for name, g in grads.items()}
   return grads, d_xs, dh0.astype(d_hn.dtype), dc0.astype(d_cn.dtype), None
 
 

@@ -319,6 +319,7 @@ def _lstm_pallas_bwd(reverse, interpret, block_b, saved, cotangents):
   if "b" in params:
     grads["b"] = dz.sum((0, 1)).astype(params["b"].dtype)
   d_xs = fused_lstm._contract("tbg,dg->tbd", dz, params["w_ih"], cdt).astype(xs.dtype)
+  grads = {name: fused_lstm.cotangent_like(g, params[name]) for name, g in grads.items()}
   return grads, d_xs, dh0.astype(h0.dtype), dc0.astype(c0.dtype), None
 
 
