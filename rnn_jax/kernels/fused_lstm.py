@@ -8,7 +8,7 @@ Forward:
   * the input projection of all steps is one GEMM before the recurrence:
     `Zx = X W_ih + b`, `[T*B, D] x [D, 4H]`;
   * the scan then does one `[B, H] x [H, 4H]` matmul per step and the gate
-    math, and saves the gate activations for the backward pass.
+    math, and saves the gate activations (four `[T, B, H]` arrays) for the backward pass.
 
 Backward (`jax.custom_vjp`):
   * a reverse scan computes only `dZ_t` (`[B, 4H]`, the gradient of the gate
@@ -297,7 +297,10 @@ def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: b
       h_new = jnp.where(m_t, h_new, h)
       c_new = jnp.where(m_t, c_new, c)
       y = jnp.where(m_t, y, jnp.zeros_like(y))
-    residuals = (jnp.concatenate([i, f, g, o], -1), h, c, tanh_c) if save else None
+    # The four gates saved as four arrays: the backward pass then reads whole arrays, not
+    # column slices of one `[B, 4H]` (XLA's CPU loops over several slices of one array
+    # ran several times slower; benchmarks/RESULTS.md).
+    residuals = ((i, f, g, o), h, c, tanh_c) if save else None
     return (h_new, c_new), (_bits(y), residuals)  # _bits: written step by step
 
   (h_n, c_n), (ys, residuals) = jax.lax.scan(body, (h0, c0), (inputs, mask), reverse=reverse)
@@ -309,8 +312,8 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
 
   Args:
     params, xs `[T, B, D]`, mask: as in the forward pass over these steps.
-    residuals: what `_forward(..., save=True)` saved: gate activations
-      `[T, B, 4H]`, `h_{t-1}`, `c_{t-1}`, `tanh(c_t)` `[T, B, H]`.
+    residuals: what `_forward(..., save=True)` saved: the gate activations
+      `(i, f, g, o)`, `h_{t-1}`, `c_{t-1}`, `tanh(c_t)`, each `[T, B, H]`.
     d_ys: `[T, B, H]` cotangents of the outputs; dh_n, dc_n: of the carry
       after the last step run (accumulation dtype).
 
@@ -324,8 +327,7 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
 
   def body(carry, inp):
     dh_next, dc_next = carry
-    dy, act, c_p, t_c, m_t = inp
-    i, f, g, o = jnp.split(act, 4, axis=-1)
+    dy, (i, f, g, o), c_p, t_c, m_t = inp
     dh = dh_next + dy.astype(acc)
     do = dh * t_c
     dc = dc_next + dh * o * (1.0 - t_c * t_c)
