@@ -28,6 +28,7 @@ import numpy as np
 
 from rnn_jax import kernels
 from rnn_jax.cells.base import Cell
+from rnn_jax.varying import varying_like
 
 Array = jax.Array
 
@@ -109,25 +110,6 @@ def _where_valid(valid: Array, new, old):
   return jax.tree_util.tree_map(select, new, old)
 
 
-def _varying_like(carry, xs: Array):
-  """`carry` typed to vary over the mesh axes `xs` varies over, inside `jax.shard_map`.
-
-  `lax.scan` needs its carry to have one type in and out; a zero (or replicated)
-  initial carry does not vary over the batch axis while the carry after a step,
-  computed from the batch-split xs, does. Casting it (`jax.lax.pcast`, no data
-  moves) is what jax asks for; outside `shard_map` this returns `carry` as it is.
-  """
-  axes = kernels.fused_lstm.varying_axes(xs)
-  if not axes or not hasattr(jax.lax, "pcast"):
-    return carry
-
-  def cast(c):
-    missing = tuple(sorted(axes - kernels.fused_lstm.varying_axes(c)))
-    return jax.lax.pcast(c, missing, to="varying") if missing else c
-
-  return jax.tree_util.tree_map(cast, carry)
-
-
 def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
            reverse: bool = False, initial_carry=None,
            timestamps: Array | None = None, training: bool = False,
@@ -181,7 +163,7 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
   B, T, _ = xs.shape
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)
-  initial_carry = _varying_like(initial_carry, xs)
+  initial_carry = varying_like(initial_carry, xs)  # inside shard_map: vary like the batch
   if implementation == "pallas":
     return kernels.pallas_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
                                  initial_carry=initial_carry)

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 from rnn_jax.kernels.fused_lstm import (_bias, _bits, _chunk, _contract, _contract_steps, _dot,
                                         _project, _remat_backward, _remat_forward, _step_mask,
                                         _step_projection, _time_major, accumulation_dtype,
-                                        _unbits, chunk_length, compute_dtype,
-                                        cotangent_like)
+                                        _unbits, chunk_length, compute_dtype)
+from rnn_jax.varying import cotangent_like
 
 
 def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: bool,
@@ -79,7 +79,6 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: 
   """
   r, z, n, h_n_pre, h_prev = residuals
   acc = accumulation_dtype(dtype)
-  T, B, D = xs.shape
   H = dh_n.shape[-1]
   w_hh_t = params["w_hh"].T  # [3H, H], transposed once, outside the loop
 

@@ -57,6 +57,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from rnn_jax.varying import cotangent_like
+
 Array = jax.Array
 
 
@@ -95,28 +97,6 @@ def _contract(spec: str, a: Array, b: Array, dtype) -> Array:
 
 def _bias(params, name, dtype):
   return params[name].astype(accumulation_dtype(dtype))
-
-
-# ---------------------------------------------------------------- inside shard_map
-
-
-def varying_axes(a) -> frozenset:
-  """The `jax.shard_map` mesh axes `a` varies over (empty outside `shard_map`). jax 0.10
-  keeps them in `typeof(a).manual_axis_type.varying`; other versions as `typeof(a).vma`."""
-  aval = jax.typeof(a)
-  axes = getattr(aval, "vma", None)
-  if axes is None:
-    axes = getattr(getattr(aval, "manual_axis_type", None), "varying", None)
-  return frozenset(axes or ())
-
-
-def cotangent_like(g: Array, primal) -> Array:
-  """`g`, the gradient of an input that does not vary over some `shard_map` axes (the
-  replicated params) while the batch does, summed over those axes: what jax's own
-  autodiff does there (the transpose of the implicit broadcast is a psum), and what
-  `custom_vjp` requires of a backward rule. Outside `shard_map`, `g` as it is."""
-  extra = varying_axes(g) - varying_axes(primal)
-  return jax.lax.psum(g, tuple(sorted(extra))) if extra else g
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -278,8 +258,9 @@ def _gates(z: Array):
 
 def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: bool, dtype):
   """The recurrence over `inputs`: the projections `zx [T, B, 4H]` (without the bias,
-  added here) when `hoisted`, else the raw `xs [T, B, D]`, projected step by step. `h0, c0 [B, H]` and the carry stay in
-  the accumulation dtype; `ys [T, B, H]` comes out in `dtype`."""
+  added here) when `hoisted`, else the raw `xs [T, B, D]`, projected step by step.
+  `h0, c0 [B, H]` and the carry stay in the accumulation dtype; `ys [T, B, H]` comes out
+  in `dtype`."""
   w_hh = params["w_hh"]
   b = _bias(params, "b", dtype) if hoisted and "b" in params else None
 

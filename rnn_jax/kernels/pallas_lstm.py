@@ -72,6 +72,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from rnn_jax.kernels import fused_lstm
+from rnn_jax.varying import cotangent_like
 
 Array = jax.Array
 
@@ -319,7 +320,7 @@ def _lstm_pallas_bwd(reverse, interpret, block_b, saved, cotangents):
   if "b" in params:
     grads["b"] = dz.sum((0, 1)).astype(params["b"].dtype)
   d_xs = fused_lstm._contract("tbg,dg->tbd", dz, params["w_ih"], cdt).astype(xs.dtype)
-  grads = {name: fused_lstm.cotangent_like(g, params[name]) for name, g in grads.items()}
+  grads = {name: cotangent_like(g, params[name]) for name, g in grads.items()}
   return grads, d_xs, dh0.astype(h0.dtype), dc0.astype(c0.dtype), None
 
 
