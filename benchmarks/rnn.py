@@ -470,9 +470,8 @@ def main(argv):
   if _MEMORY_CHILD.value:
     memory_child(json.loads(_MEMORY_CHILD.value))
     return
-  if _HOST_DEVICES.value > 1:  # read when the CPU backend starts, so before any jax work
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
-                               f"device_count={_HOST_DEVICES.value}").strip()
+  if _HOST_DEVICES.value > 1:  # before any jax work
+    training.parallel.use_host_devices(_HOST_DEVICES.value)
   results = {"machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores",
              "jax": jax.__version__, "backend": jax.default_backend(),
              "devices": len(jax.devices()), "rows": []}

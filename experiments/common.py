@@ -208,16 +208,13 @@ def data_path(config, *parts: str) -> str:
 
 
 def set_host_devices(n: int) -> None:
-  """Makes the CPU backend start with `n` devices. XLA reads the flag when the backend
-  starts, so this must run before the first jax computation; it raises otherwise."""
-  try:  # private, so only where it exists
-    from jax._src.xla_bridge import backends_are_initialized
-  except ImportError:
-    backends_are_initialized = lambda: False
-  if backends_are_initialized():
-    raise UserError("--host_devices: the jax backend has already started")
-  flag = f"--xla_force_host_platform_device_count={n}"
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+  """`--host_devices`: `rnn_jax.training.parallel.use_host_devices(n)`, its error as a
+  UserError."""
+  from rnn_jax.training.parallel import use_host_devices
+  try:
+    use_host_devices(n)
+  except RuntimeError as e:
+    raise UserError(f"--host_devices: {e}") from None
 
 
 def maybe_initialize_distributed() -> None:

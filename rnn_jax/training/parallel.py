@@ -6,10 +6,13 @@
 
 `jax.jit` then runs the step SPMD: each device takes its share of the batch
 and the gradient all-reduce is inserted by the compiler. On several hosts,
-call `initialize_distributed` first; each process feeds its own rows.
+call `initialize_distributed` first; each process feeds its own rows. On one
+CPU, `use_host_devices(n)` (before any jax work) makes n devices of its cores.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import numpy as np
@@ -24,6 +27,21 @@ def initialize_distributed(coordinator_address: str | None = None,
   """`jax.distributed.initialize`, for multi-host runs (SLURM fills in the arguments)."""
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
+
+
+def use_host_devices(n: int) -> None:
+  """Makes the CPU backend start with `n` devices (XLA's
+  `--xla_force_host_platform_device_count`), so data parallelism over `data_mesh()` uses
+  every core of one machine. XLA reads the flag when the backend starts: call this before
+  the first jax computation; it raises a RuntimeError after."""
+  try:  # private, so only where it exists
+    from jax._src.xla_bridge import backends_are_initialized
+  except ImportError:
+    backends_are_initialized = lambda: False
+  if backends_are_initialized():
+    raise RuntimeError("the jax backend has already started")
+  flag = f"--xla_force_host_platform_device_count={n}"
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 
 def data_mesh(num_devices: int | None = None) -> Mesh:
