@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ import numpy as np
 from absl import app, flags
 
 import rnn_jax
+from benchmarks import timing
 from rnn_jax import cells, kernels
 
 _REV = flags.DEFINE_string("rev", "HEAD~1", "The git revision to compare against.")
@@ -63,13 +63,7 @@ def load_at(rev: str, folder: str):
 def timed(fn, *args):
   """Seconds per call, repeated for at least --min_time after one warm-up call."""
   jax.block_until_ready(fn(*args))
-  n, start = 0, time.perf_counter()
-  while True:
-    jax.block_until_ready(fn(*args))
-    n += 1
-    elapsed = time.perf_counter() - start
-    if elapsed >= _MIN_TIME.value:
-      return elapsed / n
+  return timing.repeat(lambda: jax.block_until_ready(fn(*args)), _MIN_TIME.value)[0]
 
 
 def main(argv):

@@ -72,6 +72,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 import rnn_jax
+from benchmarks import timing
 from rnn_jax import cells, kernels, training
 
 _CELLS = flags.DEFINE_list("cells", ["lstm", "gru"], "Cells to time.")
@@ -117,21 +118,9 @@ def flops(cell: str, B: int, H: int, T: int, backward: bool) -> float:
   return 3 * f if backward else f
 
 
-def _cpu_seconds() -> float:
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
-
-
 def _repeat(call):
-  """`(seconds per call, cores)`: repeats `call` for at least --min_time; cores is the
-  process CPU time over the wall time meanwhile (2.0 = both cores of a 2-core machine)."""
-  n, start, cpu = 0, time.perf_counter(), _cpu_seconds()
-  while True:
-    call()
-    n += 1
-    elapsed = time.perf_counter() - start
-    if elapsed >= _MIN_TIME.value:
-      return elapsed / n, (_cpu_seconds() - cpu) / elapsed
+  """`timing.repeat` for --min_time: `(seconds per call, cores)`."""
+  return timing.repeat(call, _MIN_TIME.value)
 
 
 def _timer(fn, *args):
@@ -420,15 +409,15 @@ def parts_report(results) -> None:
     params = cell.init(jax.random.key(0), H)
     xs = jax.random.normal(jax.random.key(1), (T, B, H))  # time-major, as inside the kernel
     h0 = jnp.zeros((B, H))
-    zx = jax.jit(lambda p, x: fl._project(p, x, f32, bias=False))(params, xs)
+    project = jax.jit(lambda p, x: fl._project(p, x, f32, bias=False))
+    zx = project(params, xs)
     forward = jax.jit(lambda p, zx: fl._forward(p, zx, h0, h0, None, False, True, True, f32))
     ys, _, _, res = forward(params, zx)
     h_prev = res[1]  # [T, B, H]
 
     dz = jax.random.normal(jax.random.key(2), (T, B, 4 * H))
     pieces = {
-        "projection GEMM": (jax.jit(lambda p, x: fl._project(p, x, f32, bias=False)),
-                            (params, xs)),
+        "projection GEMM": (project, (params, xs)),
         "forward recurrence": (forward, (params, zx)),
         "backward (recurrence + GEMMs)": (
             jax.jit(lambda p, x, res, d: fl._grads(p, x, res, None, d, h0, h0, False, f32)),
@@ -477,18 +466,14 @@ def main(argv):
              "devices": len(jax.devices()), "rows": []}
   if _PARTS.value:
     parts_report(results)
-    if _JSON.value:
-      with open(_JSON.value, "w") as f:
-        json.dump(results, f, indent=2)
+    _write_json(results)
     return
   if _MEMORY.value or _MEMORY_RUN.value:
     if _MEMORY.value:
       memory_report(results)
     if _MEMORY_RUN.value:
       memory_run_report(results)
-    if _JSON.value:
-      with open(_JSON.value, "w") as f:
-        json.dump(results, f, indent=2)
+    _write_json(results)
     return
   for cell_name in _CELLS.value:
     for size in _SIZES.value:
@@ -546,6 +531,11 @@ def main(argv):
         seconds = {T: measure_compile(cell_name, impl, int(T)) for T in _COMPILE_T.value}
         results["compile_s"][f"{cell_name} {impl}"] = seconds
         print(f"{cell_name} {impl:>15}: " + "  ".join(f"T={T}: {s:.2f}" for T, s in seconds.items()))
+  _write_json(results)
+
+
+def _write_json(results) -> None:
+  """Writes `results` to --json, when given."""
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump(results, f, indent=2)
