@@ -86,7 +86,8 @@ def main(argv):
         grads[label] = fns[label](params, xs)
       setattr(kernels, name, versions["this checkout"])
       for a, b in zip(*(jax.tree_util.tree_leaves(g) for g in grads.values())):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        # float32 sums in another order: agree to 1e-5 of the gradient's scale
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
       times = {label: [] for label in fns}
       for _ in range(_TURNS.value):
         for label, fn in fns.items():

@@ -35,7 +35,7 @@ the peak the program needs), so sizes far beyond the machine's memory can be rea
     python -m benchmarks.rnn --parts --sizes=32x512x100
 
 `--parts` times the pieces of the fused LSTM's forward+backward, each jitted
-alone on the arrays the real pass makes (the projection GEMM, the forward
+alone on the arrays the real pass makes (the projection GEMMs, the forward
 recurrence, the backward pass and its all-steps GEMMs), beside the whole: where
 the time goes.
 
@@ -409,7 +409,7 @@ def parts_report(results) -> None:
     params = cell.init(jax.random.key(0), H)
     xs = jax.random.normal(jax.random.key(1), (T, B, H))  # time-major, as inside the kernel
     h0 = jnp.zeros((B, H))
-    project = jax.jit(lambda p, x: fl._project(p, x, f32, bias=False))
+    project = jax.jit(lambda p, x: fl._project_gates(p, x, f32, 4))
     zx = project(params, xs)
     forward = jax.jit(lambda p, zx: fl._forward(p, zx, h0, h0, None, False, True, True, f32))
     ys, _, _, res = forward(params, zx)
@@ -417,7 +417,7 @@ def parts_report(results) -> None:
 
     dz = jax.random.normal(jax.random.key(2), (T, B, 4 * H))
     pieces = {
-        "projection GEMM": (project, (params, xs)),
+        "projection GEMMs": (project, (params, xs)),
         "forward recurrence": (forward, (params, zx)),
         "backward (recurrence + GEMMs)": (
             jax.jit(lambda p, x, res, d: fl._grads(p, x, res, None, d, h0, h0, False, f32)),
@@ -446,7 +446,7 @@ def parts_report(results) -> None:
                                               - ms["backward GEMMs (dW, db, dX)"]),
         # Timed alone, each part also allocates and returns its outputs, so the parts
         # can add up to more than the whole.
-        "sum of the parts": (ms["projection GEMM"] + ms["forward recurrence"]
+        "sum of the parts": (ms["projection GEMMs"] + ms["forward recurrence"]
                              + ms["backward (recurrence + GEMMs)"]),
     }
     for name, t in derived.items():

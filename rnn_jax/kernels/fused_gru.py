@@ -24,27 +24,30 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.kernels.fused_lstm import (_bias, _bits, _chunk, _contract, _contract_steps, _dot,
-                                        _project, _remat_backward, _remat_forward, _step_mask,
-                                        _step_projection, _time_major, accumulation_dtype,
-                                        _unbits, chunk_length, compute_dtype)
+                                        _previous_outputs, _project_gates, _remat_backward,
+                                        _remat_forward, _step_mask, _step_projection,
+                                        _time_major, _unbits, accumulation_dtype, chunk_length,
+                                        compute_dtype)
 from rnn_jax.varying import cotangent_like
 
 
 def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: bool,
              hoisted: bool, dtype):
-  """The recurrence over `inputs`: projections `zx [T, B, 3H]` (without the bias, added
-  here) when `hoisted`, else `xs`.
+  """The recurrence over `inputs`: the projections (`_project_gates`: three `[T, B, H]`
+  arrays, without the bias, added here) when `hoisted`, else `xs`.
   `h0 [B, H]` and the carry stay in the accumulation dtype; `ys [T, B, H]` is in `dtype`."""
   w_hh = params["w_hh"]
   H = h0.shape[-1]
   b = _bias(params, "b", dtype) if hoisted and "b" in params else None
 
+  b_parts = jnp.split(b, 3) if b is not None else None
+
   def body(h, inp):
     in_t, m_t = inp
-    zx_t = in_t if hoisted else _step_projection(params, in_t, dtype)
-    if b is not None:
-      zx_t = zx_t + b
-    x_r, x_z, x_n = jnp.split(zx_t, 3, axis=-1)
+    if hoisted:  # three [B, H] arrays, each read whole (fused_lstm._project_gates)
+      x_r, x_z, x_n = in_t if b is None else (x + c for x, c in zip(in_t, b_parts))
+    else:
+      x_r, x_z, x_n = jnp.split(_step_projection(params, in_t, dtype), 3, axis=-1)
     if reset_after:
       h_r, h_z, h_n = jnp.split(_dot(h, w_hh, dtype), 3, axis=-1)
       if "b_hn" in params:
@@ -62,11 +65,17 @@ def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: b
     if m_t is not None:
       h_new = jnp.where(m_t, h_new, h)
       y = jnp.where(m_t, y, jnp.zeros_like(y))
-    residuals = (r, z, n, extra, h) if save else None
+    # h_{t-1} is saved only when the outputs are rounded (bfloat16): otherwise it is the
+    # previous output (`_previous_outputs`), one write per step fewer.
+    residuals = (r, z, n, extra, h if rounded else None) if save else None
     return h_new, (_bits(y), residuals)  # _bits: written step by step (fused_lstm._bits)
 
+  rounded = jnp.dtype(dtype) != jnp.dtype(h0.dtype)
   h_n, (ys, residuals) = jax.lax.scan(body, h0, (inputs, mask), reverse=reverse)
-  return _unbits(ys, dtype), h_n, residuals
+  ys = _unbits(ys, dtype)
+  if save and not rounded:
+    residuals = residuals[:4] + (_previous_outputs(ys, h0, mask, reverse),)
+  return ys, h_n, residuals
 
 
 def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: bool, dtype):
@@ -162,7 +171,7 @@ def _gru_fwd(params, xs, h0, lengths, reverse, reset_after, remat, chunk_size, b
 
     def run(xs_c, start, h):
       mask = _step_mask(lengths, xs_c.shape[0], start)
-      ys_c, h, _ = _forward(params, _project(params, xs_c, dtype, bias=False), h, mask, reverse,
+      ys_c, h, _ = _forward(params, _project_gates(params, xs_c, dtype, 3), h, mask, reverse,
                             reset_after, save=False, hoisted=True, dtype=dtype)
       return h, ys_c
 
@@ -171,7 +180,7 @@ def _gru_fwd(params, xs, h0, lengths, reverse, reset_after, remat, chunk_size, b
                                         batch_major)
   else:
     xs = _time_major(xs, batch_major)  # [T, B, D]
-    ys, h_n, residuals = _forward(params, _project(params, xs, dtype, bias=False), h,
+    ys, h_n, residuals = _forward(params, _project_gates(params, xs, dtype, 3), h,
                                   _step_mask(lengths, xs.shape[0]), reverse, reset_after,
                                   save=True, hoisted=True, dtype=dtype)
     ys = _time_major(ys, batch_major)
@@ -189,7 +198,7 @@ def _gru_bwd(reverse, reset_after, remat, chunk_size, batch_major, saved, cotang
     def chunk_bwd(start, size, h_in, dh):
       xs_c = _chunk(xs, start, size, batch_major)  # [size, B, D]
       mask = _step_mask(lengths, size, start)
-      _, _, res = _forward(params, _project(params, xs_c, dtype, bias=False), h_in, mask, reverse,
+      _, _, res = _forward(params, _project_gates(params, xs_c, dtype, 3), h_in, mask, reverse,
                            reset_after, save=True, hoisted=True, dtype=dtype)
       return _grads(params, xs_c, res, mask, _chunk(d_ys, start, size, batch_major), dh,
                     reverse, reset_after, dtype)

@@ -126,6 +126,21 @@ def _project(params, xs, dtype, bias: bool = True):
   return zx
 
 
+def _project_gates(params, xs, dtype, gates: int) -> tuple[Array, ...]:
+  """The input projection of every step, one `[T, B, H]` array per gate (no bias): gate k
+  is `xs W_ih[:, kH:(k+1)H]`, one GEMM each.
+
+  The recurrence then reads gate k at step t as a whole `[B, H]` slice of its own array.
+  Reading it as a column slice of one `[T, B, G*H]` projection (a dynamic slice, then a
+  static one, in the same loop fusion) made XLA's CPU loop fusions 1.4x (B=32, H=512) to
+  2x (B=64, H=64) slower per step than reading separate arrays (benchmarks/RESULTS.md);
+  G GEMMs of width H cost about what one of width G*H does."""
+  w_ih = params["w_ih"]
+  H = w_ih.shape[-1] // gates
+  return tuple(_contract("tbd,dg->tbg", xs, w_ih[:, k * H:(k + 1) * H], dtype)
+               for k in range(gates))
+
+
 def chunk_length(T: int, chunk_size: int | None = None) -> int:
   """Steps per rematerialised chunk: `chunk_size`, by default `ceil(sqrt(T))`, at most T."""
   if chunk_size is None:
@@ -256,20 +271,30 @@ def _gates(z: Array):
   return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
 
+def _gates_of_parts(zx_t, zh):
+  """Activations i, f, g, o of `zx_t[k] + zh[:, kH:(k+1)H]`: the hoisted projection's four
+  `[B, H]` arrays plus the recurrent matmul's `[B, 4H]` (+ b)."""
+  zi, zf, zg, zo = (a + b for a, b in zip(zx_t, jnp.split(zh, 4, axis=-1)))
+  return jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)
+
+
 def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: bool, dtype):
-  """The recurrence over `inputs`: the projections `zx [T, B, 4H]` (without the bias,
-  added here) when `hoisted`, else the raw `xs [T, B, D]`, projected step by step.
-  `h0, c0 [B, H]` and the carry stay in the accumulation dtype; `ys [T, B, H]` comes out
-  in `dtype`."""
+  """The recurrence over `inputs`: the projections (`_project_gates`: four `[T, B, H]`
+  arrays, without the bias, added here) when `hoisted`, else the raw `xs [T, B, D]`,
+  projected step by step. `h0, c0 [B, H]` and the carry stay in the accumulation dtype;
+  `ys [T, B, H]` comes out in `dtype`."""
   w_hh = params["w_hh"]
   b = _bias(params, "b", dtype) if hoisted and "b" in params else None
 
   def body(carry, inp):
     h, c = carry
     in_t, m_t = inp
-    zx_t = in_t if hoisted else _step_projection(params, in_t, dtype)
-    z = zx_t + _dot(h, w_hh, dtype)
-    i, f, g, o = _gates(z if b is None else z + b)
+    zh = _dot(h, w_hh, dtype)  # [B, 4H]
+    if hoisted:  # four [B, H] pre-activations, each read whole (see _project_gates)
+      zh = zh if b is None else zh + b
+      i, f, g, o = _gates_of_parts(in_t, zh)
+    else:
+      i, f, g, o = _gates(_step_projection(params, in_t, dtype) + zh)
     c_new = f * c + i * g
     tanh_c = jnp.tanh(c_new)
     h_new = o * tanh_c
@@ -280,12 +305,34 @@ def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: b
       y = jnp.where(m_t, y, jnp.zeros_like(y))
     # The four gates saved as four arrays: the backward pass then reads whole arrays, not
     # column slices of one `[B, 4H]` (XLA's CPU loops over several slices of one array
-    # ran several times slower; benchmarks/RESULTS.md).
-    residuals = ((i, f, g, o), h, c, tanh_c) if save else None
+    # ran several times slower; benchmarks/RESULTS.md). h_{t-1} is not saved (it is the
+    # previous output: `_previous_outputs`) nor tanh(c_t) (the backward pass recomputes
+    # it): every saved array is one more write per step, which costs at small widths.
+    residuals = ((i, f, g, o), c) if save else None
     return (h_new, c_new), (_bits(y), residuals)  # _bits: written step by step
 
   (h_n, c_n), (ys, residuals) = jax.lax.scan(body, (h0, c0), (inputs, mask), reverse=reverse)
-  return _unbits(ys, dtype), h_n, c_n, residuals
+  ys = _unbits(ys, dtype)
+  if save:
+    acts, c_prev = residuals
+    residuals = (acts, _previous_outputs(ys, h0, mask, reverse), c_prev)
+  return ys, h_n, c_n, residuals
+
+
+def _previous_outputs(ys, h0, mask, reverse: bool):
+  """`h_{t-1}`, the carry entering each step, from the outputs `ys [T, B, H]` and `h0`,
+  in ys's dtype, at every step that counts (a padded step's value is never used: its
+  dZ is zero). Forwards, step t starts from output t - 1 (h0 at t = 0). In reverse
+  it starts from output t + 1, or from h0 when step t + 1 is past the end or padding
+  (whose outputs are zero while the carry passed h0 through)."""
+  h0 = h0.astype(ys.dtype)[None]
+  if not reverse:
+    return jnp.concatenate([h0, ys[:-1]], 0)
+  nxt = jnp.concatenate([ys[1:], h0], 0)
+  if mask is None:
+    return nxt
+  valid_next = jnp.concatenate([mask[1:], jnp.zeros_like(mask[:1])], 0)  # [T, B, 1]
+  return jnp.where(valid_next, nxt, h0)
 
 
 def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
@@ -294,7 +341,7 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
   Args:
     params, xs `[T, B, D]`, mask: as in the forward pass over these steps.
     residuals: what `_forward(..., save=True)` saved: the gate activations
-      `(i, f, g, o)`, `h_{t-1}`, `c_{t-1}`, `tanh(c_t)`, each `[T, B, H]`.
+      `(i, f, g, o)`, `h_{t-1}` (in dtype), `c_{t-1}`, each `[T, B, H]`.
     d_ys: `[T, B, H]` cotangents of the outputs; dh_n, dc_n: of the carry
       after the last step run (accumulation dtype).
 
@@ -302,13 +349,14 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
     `((dh_0, dc_0), grads, d_xs)`: the carry cotangents before the first step
     run, `{w_ih, w_hh[, b]}` in the accumulation dtype, `d_xs [T, B, D]` in xs's dtype.
   """
-  acts, h_prev, c_prev, tanh_c = residuals
+  acts, h_prev, c_prev = residuals
   acc = accumulation_dtype(dtype)
   w_hh_t = params["w_hh"].T  # [4H, H], transposed once, outside the loop
 
   def body(carry, inp):
     dh_next, dc_next = carry
-    dy, (i, f, g, o), c_p, t_c, m_t = inp
+    dy, (i, f, g, o), c_p, m_t = inp
+    t_c = jnp.tanh(f * c_p + i * g)  # tanh(c_t), recomputed rather than saved
     dh = dh_next + dy.astype(acc)
     do = dh * t_c
     dc = dc_next + dh * o * (1.0 - t_c * t_c)
@@ -324,7 +372,7 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
       dc_prev = jnp.where(m_t, dc_prev, dc_next)
     return (dh_prev, dc_prev), dz
 
-  d_carry, dz = jax.lax.scan(body, (dh_n, dc_n), (d_ys, acts, c_prev, tanh_c, mask),
+  d_carry, dz = jax.lax.scan(body, (dh_n, dc_n), (d_ys, acts, c_prev, mask),
                              reverse=not reverse)
   D = xs.shape[-1]
   dw = _stacked_weight_grad(xs, h_prev, dz, dtype)  # [D + H, 4H]
@@ -408,7 +456,7 @@ def _lstm_fwd(params, xs, h0, c0, lengths, reverse, remat, chunk_size, batch_maj
 
     def run(xs_c, start, carry):
       mask = _step_mask(lengths, xs_c.shape[0], start)
-      ys_c, h, c, _ = _forward(params, _project(params, xs_c, dtype, bias=False), *carry, mask, reverse,
+      ys_c, h, c, _ = _forward(params, _project_gates(params, xs_c, dtype, 4), *carry, mask, reverse,
                                save=False, hoisted=True, dtype=dtype)
       return (h, c), ys_c
 
@@ -417,7 +465,7 @@ def _lstm_fwd(params, xs, h0, c0, lengths, reverse, remat, chunk_size, batch_maj
                                                reverse, batch_major)
   else:
     xs = _time_major(xs, batch_major)  # [T, B, D]
-    ys, h_n, c_n, residuals = _forward(params, _project(params, xs, dtype, bias=False), *carry,
+    ys, h_n, c_n, residuals = _forward(params, _project_gates(params, xs, dtype, 4), *carry,
                                        _step_mask(lengths, xs.shape[0]), reverse, save=True,
                                        hoisted=True, dtype=dtype)
     ys = _time_major(ys, batch_major)
@@ -436,7 +484,7 @@ def _lstm_bwd(reverse, remat, chunk_size, batch_major, saved, cotangents):
     def chunk_bwd(start, size, carry_in, d_carry):
       xs_c = _chunk(xs, start, size, batch_major)  # [size, B, D]
       mask = _step_mask(lengths, size, start)
-      _, _, _, res = _forward(params, _project(params, xs_c, dtype, bias=False), *carry_in, mask, reverse,
+      _, _, _, res = _forward(params, _project_gates(params, xs_c, dtype, 4), *carry_in, mask, reverse,
                               save=True, hoisted=True, dtype=dtype)
       return _grads(params, xs_c, res, mask, _chunk(d_ys, start, size, batch_major), *d_carry,
                     reverse, dtype)
