@@ -423,7 +423,7 @@ def parts_report(results) -> None:
             jax.jit(lambda p, x, res, d: fl._grads(p, x, res, None, d, h0, h0, False, f32)),
             (params, xs, res, ys)),
         "backward GEMMs (dW, db, dX)": (
-            jax.jit(lambda p, x, hp, dz: (fl._stacked_weight_grad(x, hp, dz, f32),
+            jax.jit(lambda p, x, hp, dz: (fl._weight_grads(x, hp, dz, f32),
                                           dz.sum((0, 1)),
                                           fl._contract("tbg,dg->tbd", dz, p["w_ih"], f32))),
             (params, xs, h_prev, dz)),

@@ -61,6 +61,20 @@ def test_fused_equals_scan_and_loop(name, lengths, reverse):
                          grad("fused"), grad("scan"))
 
 
+@pytest.mark.parametrize("stack_below", [0, 10 ** 9])
+def test_fused_lstm_weight_gradients_stacked_or_not(monkeypatch, stack_below):
+  """dW_ih and dW_hh as one GEMM over `[X, H_prev]` (narrow layers) or as two (wide
+  ones, `fused_lstm.STACK_BELOW`): the same gradients as the scan path either way."""
+  from rnn_jax.kernels import fused_lstm
+  monkeypatch.setattr(fused_lstm, "STACK_BELOW", stack_below)
+  cell, params, xs, carry = _setup()
+  lengths = jnp.array([6, 0, 3])
+  grad = lambda impl: jax.grad(_loss(impl, lengths, False, cell), argnums=(0, 1, 2))(
+      params, xs, carry)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                         grad("fused"), grad("scan"))
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru", "gru_reset_after"])
 def test_fused_check_grads_float64(name):
   from jax.test_util import check_grads

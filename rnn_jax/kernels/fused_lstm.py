@@ -374,21 +374,29 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, dc_n, reverse: bool, dtype):
 
   d_carry, dz = jax.lax.scan(body, (dh_n, dc_n), (d_ys, acts, c_prev, mask),
                              reverse=not reverse)
-  D = xs.shape[-1]
-  dw = _stacked_weight_grad(xs, h_prev, dz, dtype)  # [D + H, 4H]
-  grads = {"w_ih": dw[:D], "w_hh": dw[D:]}
+  dw_ih, dw_hh = _weight_grads(xs, h_prev, dz, dtype)
+  grads = {"w_ih": dw_ih, "w_hh": dw_hh}
   if "b" in params:
     grads["b"] = dz.sum((0, 1))
   d_xs = _contract("tbg,dg->tbd", dz, params["w_ih"], dtype).astype(xs.dtype)  # [T, B, D]
   return d_carry, grads, d_xs
 
 
-def _stacked_weight_grad(xs, h_prev, dz, dtype):
-  """`[X, H_prev]^T dZ`: `dW_ih` and `dW_hh` stacked, `[D + H, G*H]`, as ONE GEMM over the
-  `T*B` rows (`xs [T, B, D]`, `h_prev [T, B, H]`, `dz [T, B, G*H]`). One GEMM with twice
-  the rows beats two at small widths; the concatenation costs a copy of xs and h_prev."""
+# From this `D + H` on, dW_ih and dW_hh are two GEMMs rather than one over `[X, H_prev]`.
+STACK_BELOW = 1024
+
+
+def _weight_grads(xs, h_prev, dz, dtype):
+  """`(dW_ih, dW_hh) = (X^T dZ, H_prev^T dZ)`, `[D, G*H]` and `[H, G*H]` (`xs [T, B, D]`,
+  `h_prev [T, B, H]`, `dz [T, B, G*H]`). Below `D + H = STACK_BELOW` as ONE GEMM over
+  `[X, H_prev]`, which beats two at small widths; from there on as two GEMMs, which saves
+  copying xs and h_prev into the concatenation (benchmarks/RESULTS.md)."""
+  D = xs.shape[-1]
+  if D + h_prev.shape[-1] >= STACK_BELOW:
+    return _contract_steps(xs, dz, dtype), _contract_steps(h_prev, dz, dtype)
   xh = jnp.concatenate([xs.astype(dtype), h_prev.astype(dtype)], axis=-1)  # [T, B, D + H]
-  return _contract_steps(xh, dz, dtype)
+  dw = _contract_steps(xh, dz, dtype)  # [D + H, G*H]
+  return dw[:D], dw[D:]
 
 
 def _contract_steps(a: Array, b: Array, dtype) -> Array:
