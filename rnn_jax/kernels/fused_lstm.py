@@ -5,10 +5,13 @@ The reference is `rnn_jax.unroll(cells.lstm(H), ...)` with `implementation="scan
 computes the same function, values and gradients, faster:
 
 Forward:
-  * the input projection of all steps is one GEMM before the recurrence:
-    `Zx = X W_ih + b`, `[T*B, D] x [D, 4H]`;
+  * the input projection of all steps is computed before the recurrence, as one
+    GEMM per gate, `Zx_k = X W_ih[:, kH:(k+1)H]`, `[T*B, D] x [D, H]`, so that
+    the loop reads each gate's `[B, H]` whole (`_project_gates`);
   * the scan then does one `[B, H] x [H, 4H]` matmul per step and the gate
-    math, and saves the gate activations (four `[T, B, H]` arrays) for the backward pass.
+    math, and saves the gate activations (four `[T, B, H]` arrays) and
+    `c_{t-1}` for the backward pass; `h_{t-1}` is the previous output and
+    `tanh(c_t)` is recomputed, so neither is written per step.
 
 Backward (`jax.custom_vjp`):
   * a reverse scan computes only `dZ_t` (`[B, 4H]`, the gradient of the gate

@@ -1,0 +1,134 @@
+r"""Three probes of XLA's CPU runtime behind the fused kernels' layout (benchmarks/RESULTS.md).
+
+    python -m benchmarks.cpu_loops --probe=slices    # gate math per step: slices vs arrays
+    python -m benchmarks.cpu_loops --probe=faults    # a big GEMM's output: page faults
+    python -m benchmarks.cpu_loops --probe=step      # fused LSTM and PyTorch, one step each
+
+`slices`: an LSTM's gate math (no matmul) in a `lax.scan`, microseconds per
+step, with the step's pre-activations read three ways: column slices of one
+`[T, B, 4H]` array (a dynamic slice, then static slices), row slices of a
+`[T, 4H, B]` array, and four `[T, B, H]` arrays (what the kernels do).
+
+`faults`: the input projection `[T*B, H] x [H, 4H]` as a jitted function that
+returns it, against one that returns its sum (the same GEMM, nothing written
+out), with the minor page faults per call (`getrusage`).
+
+`step`: a forward+backward of the fused LSTM and of `torch.nn.LSTM`, medians
+of `--turns` alternating steps. Run it under different glibc settings to
+compare them, one fresh process each:
+
+    for t in "" glibc.malloc.hugetlb=1; do GLIBC_TUNABLES=$t python -m benchmarks.cpu_loops --probe=step; done
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+
+import rnn_jax
+from rnn_jax import cells
+
+_PROBE = flags.DEFINE_enum("probe", "slices", ["slices", "faults", "step"], "What to measure.")
+_SIZES = flags.DEFINE_list("sizes", ["64x256x200", "32x512x100"], "BxHxT sizes (D = H).")
+_TURNS = flags.DEFINE_integer("turns", 7, "Alternating turns; the median is printed.")
+
+
+def _median_seconds(calls: dict) -> dict:
+  """`{name: (fn, args)}`: each `fn(*args)` timed in turns after one warm-up call;
+  returns the median seconds per name."""
+  for fn, args in calls.values():
+    jax.block_until_ready(fn(*args))
+  times = {name: [] for name in calls}
+  for _ in range(_TURNS.value):
+    for name, (fn, args) in calls.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _gates(i, f, g, o, c):
+  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+  return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+def slices(B, H, T):
+  zx = jax.random.normal(jax.random.key(0), (T, B, 4 * H))
+  zero = jnp.zeros((B, H))
+
+  def loop(read, zero):
+    def run(zs):
+      def body(carry, z_t):
+        h, c = carry
+        i, f, g, o = read(z_t)
+        return _gates(i + h, f, g, o, c), None
+      return jax.lax.scan(body, (zero, zero), zs)[0]
+    return jax.jit(run)
+
+  seconds = _median_seconds({
+      "column slices of one [T, B, 4H]": (loop(lambda z: jnp.split(z, 4, -1), zero), (zx,)),
+      "row slices of one [T, 4H, B]": (loop(lambda z: jnp.split(z, 4, 0), zero.T),
+                                       (jnp.swapaxes(zx, 1, 2),)),
+      "four [T, B, H] arrays": (loop(lambda z: z, zero), (tuple(jnp.split(zx, 4, -1)),)),
+  })
+  print(f"\nLSTM gate math per step, B={B} H={H} T={T} (us per step, median)")
+  for name, t in seconds.items():
+    print(f"{name:>34} | {1e6 * t / T:8.1f}")
+
+
+def faults(B, H, T):
+  xs = jax.random.normal(jax.random.key(0), (T, B, H))
+  w = jax.random.normal(jax.random.key(1), (H, 4 * H))
+  project = lambda x, w: jnp.einsum("tbd,dg->tbg", x, w)
+  fns = {"written out": jax.jit(project), "summed": jax.jit(lambda x, w: project(x, w).sum())}
+  print(f"\nprojection [{T * B}, {H}] x [{H}, {4 * H}], {T * B * 4 * H * 4 / 2**20:.0f} MiB out "
+        f"(GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r})")
+  for name, fn in fns.items():
+    jax.block_until_ready(fn(xs, w))
+    times, faults = [], []
+    for _ in range(_TURNS.value):
+      before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+      start = time.perf_counter()
+      jax.block_until_ready(fn(xs, w))
+      times.append(time.perf_counter() - start)
+      faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(f"{name:>12} | {1e3 * statistics.median(times):7.1f} ms | "
+          f"{statistics.median(faults):8.0f} minor faults per call")
+
+
+def step(B, H, T):
+  import torch
+  cell = cells.lstm(H)
+  params = cell.init(jax.random.key(0), H)
+  xs = jax.random.normal(jax.random.key(1), (B, T, H))
+  loss = lambda p, x: jnp.sum(rnn_jax.unroll(cell, p, x, implementation="fused")[0])
+  fused = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  module = torch.nn.LSTM(H, H, batch_first=True)
+  txs = torch.randn(B, T, H, requires_grad=True)
+
+  def torch_step(*_):
+    module.zero_grad()
+    txs.grad = None
+    module(txs)[0].sum().backward()
+
+  ms = {k: 1e3 * v for k, v in _median_seconds({"fused": (fused, (params, xs)),
+                                                  "torch": (torch_step, ())}).items()}
+  print(f"LSTM B={B} H={H} T={T} forward+backward: fused {ms['fused']:.1f} ms, "
+        f"torch {ms['torch']:.1f} ms (GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r})")
+
+
+def main(argv):
+  del argv
+  probe = {"slices": slices, "faults": faults, "step": step}[_PROBE.value]
+  for size in _SIZES.value:
+    probe(*(int(v) for v in size.split("x")))
+
+
+if __name__ == "__main__":
+  app.run(main)
