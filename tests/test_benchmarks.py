@@ -1,0 +1,88 @@
+"""Every benchmark runs end to end at a tiny size and reports what it promises.
+
+The figures come from the full commands in benchmarks/RESULTS.md; these runs only
+check that each command still works (kernel internals that a benchmark calls,
+flags, JSON) and that its checks hold, e.g. that `ab_kernel`'s two kernels agree.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(module: str, *args: str, env: dict | None = None) -> str:
+  out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, text=True,
+                       capture_output=True, timeout=600,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu", **(env or {})))
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout
+
+
+def test_rnn_benchmark_times_every_implementation(tmp_path):
+  pytest.importorskip("torch")
+  path = tmp_path / "rnn.json"
+  _run("benchmarks.rnn", "--sizes=4x8x5", "--turns=1", "--compile_sizes=5,10",
+       "--host_devices=2", f"--json={path}")
+  results = json.loads(path.read_text())
+  implementations = {"rnn_jax/scan", "rnn_jax/fused", "rnn_jax/fused_bf16", "rnn_jax/fused_dp",
+                     "flax", "torch", "gemm_limit"}
+  for cell in ("lstm", "gru"):
+    rows = [r for r in results["rows"] if r["cell"] == cell]
+    assert {r["implementation"] for r in rows} == implementations, cell
+    assert all(r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in rows)
+    torch_row, = (r for r in rows if r["implementation"] == "torch")
+    assert torch_row["fwd_bwd_vs_torch"] == pytest.approx(1.0)
+  assert set(results["compile_s"]["lstm rnn_jax/fused"]) == {"5", "10"}
+
+
+def test_rnn_benchmark_parts_and_memory():
+  parts = _run("benchmarks.rnn", "--parts", "--sizes=4x8x5", "--turns=1")
+  for name in ("projection GEMMs", "forward recurrence", "backward GEMMs",
+               "whole fused forward+backward", "of which the reverse recurrence"):
+    assert name in parts, parts
+  memory = _run("benchmarks.rnn", "--memory", "--sizes=4x8x50")
+  assert "rnn_jax/fused remat" in memory and "compile-time memory" in memory, memory
+
+
+def test_cpu_loop_probes():
+  pytest.importorskip("torch")
+  slices = _run("benchmarks.cpu_loops", "--probe=slices", "--sizes=4x8x5", "--turns=1")
+  for name in ("column slices of one [T, B, 4H]", "row slices of one [T, 4H, B]",
+               "four [T, B, H] arrays"):
+    assert name in slices, slices
+  faults = _run("benchmarks.cpu_loops", "--probe=faults", "--sizes=4x8x5", "--turns=1")
+  assert faults.count("minor faults per call") == 2, faults
+  step = _run("benchmarks.cpu_loops", "--probe=step", "--sizes=4x8x5", "--turns=1")
+  assert "fused" in step and "torch" in step, step
+
+
+def test_ab_kernel_finds_the_same_gradients():
+  if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
+    pytest.skip("not a git checkout")
+  for cell in ("lstm", "gru"):
+    out = _run("benchmarks.ab_kernel", "--rev=HEAD", f"--cell={cell}", "--sizes=4x8x5",
+               "--turns=1", "--min_time=0.01")
+    assert f"{cell} 4x8x5" in out and "same gradients" in out, out
+
+
+def test_whole_step_benchmarks(tmp_path):
+  pytest.importorskip("torch")
+  gnmt = tmp_path / "gnmt.json"
+  _run("benchmarks.gnmt_step", "--host_devices=2", "--hidden_size=8", "--num_layers=2",
+       "--batch_size=4", "--source_len=5", "--target_len=6", "--vocab_size=30", "--steps=1",
+       "--turns=1", f"--json={gnmt}")
+  rows = json.loads(gnmt.read_text())["rows"]
+  assert [r["devices"] for r in rows] == [1, 2]
+  # The batch split over two devices: no device gathers the other's rows, the
+  # gradients are summed over both.
+  assert rows[1]["all-gather"] == 0 and rows[1]["all-reduce"] > 0, rows
+  lm = tmp_path / "lm.json"
+  _run("benchmarks.lm", "--hidden_size=8", "--num_layers=2", "--batch_size=4", "--bptt=5",
+       "--vocab_size=30", "--steps=1", "--turns=1", f"--json={lm}")
+  result = json.loads(lm.read_text())
+  assert result["rnn_jax_tokens_per_s"] > 0 and result["pytorch_tokens_per_s"] > 0, result
