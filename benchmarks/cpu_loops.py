@@ -6,8 +6,10 @@ r"""Three probes of XLA's CPU runtime behind the fused kernels' layout (benchmar
 
 `slices`: an LSTM's gate math (no matmul) in a `lax.scan`, microseconds per
 step, with the step's pre-activations read three ways: column slices of one
-`[T, B, 4H]` array (a dynamic slice, then static slices), row slices of a
-`[T, 4H, B]` array, and four `[T, B, H]` arrays (what the kernels do).
+`[T, B, 4H]` array (a dynamic slice, then static slices: what `lax.scan` over
+it and `jnp.split` make), row slices of a `[T, 4H, B]` array, one
+`lax.dynamic_slice` per gate of the `[T, B, 4H]` array, and four `[T, B, H]`
+arrays (what the kernels do).
 
 `faults`: the input projection `[T*B, H] x [H, 4H]` as a jitted function that
 returns it, against one that returns its sum (the same GEMM, nothing written
@@ -71,15 +73,25 @@ def slices(B, H, T):
       return jax.lax.scan(body, (zero, zero), zs)[0]
     return jax.jit(run)
 
+  def by_step(zx):  # one lax.dynamic_slice per gate, at step t, of the whole [T, B, 4H]
+    def run(zx):
+      def body(carry, t):
+        h, c = carry
+        i, f, g, o = (jax.lax.dynamic_slice(zx, (t, 0, k * H), (1, B, H))[0] for k in range(4))
+        return _gates(i + h, f, g, o, c), None
+      return jax.lax.scan(body, (zero, zero), jnp.arange(T))[0]
+    return jax.jit(run)
+
   seconds = _median_seconds({
       "column slices of one [T, B, 4H]": (loop(lambda z: jnp.split(z, 4, -1), zero), (zx,)),
       "row slices of one [T, 4H, B]": (loop(lambda z: jnp.split(z, 4, 0), zero.T),
                                        (jnp.swapaxes(zx, 1, 2),)),
+      "a dynamic_slice per gate of [T, B, 4H]": (by_step(zx), (zx,)),
       "four [T, B, H] arrays": (loop(lambda z: z, zero), (tuple(jnp.split(zx, 4, -1)),)),
   })
   print(f"\nLSTM gate math per step, B={B} H={H} T={T} (us per step, median)")
   for name, t in seconds.items():
-    print(f"{name:>34} | {1e6 * t / T:8.1f}")
+    print(f"{name:>40} | {1e6 * t / T:8.1f}")
 
 
 def faults(B, H, T):

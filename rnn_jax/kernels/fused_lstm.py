@@ -135,9 +135,10 @@ def _project_gates(params, xs, dtype, gates: int) -> tuple[Array, ...]:
 
   The recurrence then reads gate k at step t as a whole `[B, H]` slice of its own array.
   Reading it as a column slice of one `[T, B, G*H]` projection (a dynamic slice, then a
-  static one, in the same loop fusion) made XLA's CPU loop fusions 1.4x (B=32, H=512) to
-  2x (B=64, H=64) slower per step than reading separate arrays (benchmarks/RESULTS.md);
-  G GEMMs of width H cost about what one of width G*H does."""
+  static one, in the same loop fusion) made a forward step, matmul included, 1.2x
+  (B=32, H=512) to 2x (B=64, H=64) slower on XLA's CPU runtime than reading separate
+  arrays (`python -m benchmarks.cpu_loops --probe=slices`, benchmarks/RESULTS.md); G
+  GEMMs of width H cost about what one of width G*H does."""
   w_ih = params["w_ih"]
   H = w_ih.shape[-1] // gates
   return tuple(_contract("tbd,dg->tbg", xs, w_ih[:, k * H:(k + 1) * H], dtype)
