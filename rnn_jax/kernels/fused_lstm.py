@@ -29,8 +29,8 @@ chunk; the backward pass walks the chunks in reverse, recomputes a chunk's
 projection `[k, B, 4H]` and gate activations from its saved carry, runs the
 reverse scan over it and adds the chunk's share to the weight gradients (GEMMs
 over `k*B` rows). Saved between the passes: `O(T/k * B * H)` carries instead
-of `O(T * B * 7H)` activations, and the `[T, B, 4H]` projection is never
-materialised: at most `O(k * B * 4H)` per chunk. It costs a second forward
+of `O(T * B * 5H)` activations (`i, f, g, o, c_{t-1}`), and the per-gate projections
+(`[T, B, 4H]` in all) are never materialised: at most `O(k * B * 4H)` per chunk. It costs a second forward
 pass. The last chunk holds `T mod k` steps when k does not divide T.
 
 Precision: the matmul operands are in the promoted dtype of the inputs, params

@@ -25,8 +25,8 @@ Backward (`jax.custom_vjp`):
     in `fused_lstm`: `dW_hh = H_prev^T dZ`, `dW_ih = X^T dZ`, `db = sum dZ`,
     `dX = dZ W_ih^T`.
   Saved for the backward pass: `Zx [T, B, 4H]` (float32), `ys`, and
-  `cs [T, B, H]` (float32): 6H numbers per step and row, where `fused_lstm`
-  keeps 7H (activations, h, c, tanh c); the price is one more
+  `cs [T, B, H]` (float32): 6H numbers per step and row, as many as `fused_lstm`
+  keeps (activations i, f, g, o, `c_{t-1}` and ys); the price is one more
   `[block_b, H] x [H, 4H]` matmul per step in the backward kernel.
 
 Precision: the matmul operands are in W_hh's dtype (float32 or bfloat16), with
