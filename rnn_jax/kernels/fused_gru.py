@@ -39,8 +39,8 @@ def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: b
   w_hh = params["w_hh"]
   H = h0.shape[-1]
   b = _bias(params, "b", dtype) if hoisted and "b" in params else None
-
   b_parts = jnp.split(b, 3) if b is not None else None
+  rounded = jnp.dtype(dtype) != jnp.dtype(h0.dtype)  # outputs rounded below the carry's dtype
 
   def body(h, inp):
     in_t, m_t = inp
@@ -70,7 +70,6 @@ def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: b
     residuals = (r, z, n, extra, h if rounded else None) if save else None
     return h_new, (_bits(y), residuals)  # _bits: written step by step (fused_lstm._bits)
 
-  rounded = jnp.dtype(dtype) != jnp.dtype(h0.dtype)
   h_n, (ys, residuals) = jax.lax.scan(body, h0, (inputs, mask), reverse=reverse)
   ys = _unbits(ys, dtype)
   if save and not rounded:
