@@ -119,14 +119,12 @@ def _step_projection(params, x_t, dtype):
   return z + _bias(params, "b", dtype) if "b" in params else z
 
 
-def _project(params, xs, dtype, bias: bool = True):
-  """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b
-  when `bias`; the LSTM adds b inside its step instead, which saves a pass over the
-  `[T, B, 4H]` result)."""
+def _project(params, xs, dtype):
+  """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b),
+  what the Pallas kernel reads. The XLA kernels project one array per gate
+  (`_project_gates`) and add b inside their steps."""
   zx = _contract("tbd,dg->tbg", xs, params["w_ih"], dtype)  # [T, B, D] x [D, G*H]
-  if bias and "b" in params:
-    zx = zx + _bias(params, "b", dtype)
-  return zx
+  return zx + _bias(params, "b", dtype) if "b" in params else zx
 
 
 def _project_gates(params, xs, dtype, gates: int) -> tuple[Array, ...]:
@@ -269,16 +267,12 @@ def _remat_backward(chunk_bwd, boundaries, d_carry, grads, d_xs, k: int, reverse
 # ---------------------------------------------------------------- the LSTM
 
 
-def _gates(z: Array):
-  """Pre-activations `[B, 4H]` -> activations i, f, g, o."""
-  i, f, g, o = jnp.split(z, 4, axis=-1)
-  return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-
-
-def _gates_of_parts(zx_t, zh):
-  """Activations i, f, g, o of `zx_t[k] + zh[:, kH:(k+1)H]`: the hoisted projection's four
-  `[B, H]` arrays plus the recurrent matmul's `[B, 4H]` (+ b)."""
-  zi, zf, zg, zo = (a + b for a, b in zip(zx_t, jnp.split(zh, 4, axis=-1)))
+def _gates(z: Array, zx_t: tuple[Array, ...] | None = None):
+  """Activations i, f, g, o of the pre-activations `z [B, 4H]`, plus, gate by gate, the
+  hoisted projection's four `[B, H]` arrays `zx_t` when given."""
+  zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+  if zx_t is not None:
+    zi, zf, zg, zo = (a + b for a, b in zip(zx_t, (zi, zf, zg, zo)))
   return jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)
 
 
@@ -296,7 +290,7 @@ def _forward(params, inputs, h0, c0, mask, reverse: bool, save: bool, hoisted: b
     zh = _dot(h, w_hh, dtype)  # [B, 4H]
     if hoisted:  # four [B, H] pre-activations, each read whole (see _project_gates)
       zh = zh if b is None else zh + b
-      i, f, g, o = _gates_of_parts(in_t, zh)
+      i, f, g, o = _gates(zh, in_t)
     else:
       i, f, g, o = _gates(_step_projection(params, in_t, dtype) + zh)
     c_new = f * c + i * g
