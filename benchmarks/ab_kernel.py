@@ -88,10 +88,8 @@ def main(argv):
       for a, b in zip(*(jax.tree_util.tree_leaves(g) for g in grads.values())):
         # float32 sums in another order: agree to 1e-5 of the gradient's scale
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
-      times = {label: [] for label in fns}
-      for _ in range(_TURNS.value):
-        for label, fn in fns.items():
-          times[label].append(timed(fn, params, xs))
+      times = timing.in_turns({label: (lambda fn=fn: timed(fn, params, xs))
+                               for label, fn in fns.items()}, _TURNS.value)
       old, new = (1e3 * statistics.median(t) for t in times.values())
       print(f"{_CELL.value} {size}: {_REV.value} {old:.2f} ms, this checkout {new:.2f} ms, "
             f"ratio {new / old:.3f} (median of {_TURNS.value} alternating turns; same "

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 import rnn_jax
+from benchmarks import timing
 from rnn_jax import cells
 
 _PROBE = flags.DEFINE_enum("probe", "slices", ["slices", "faults", "step"], "What to measure.")
@@ -44,14 +45,15 @@ _TURNS = flags.DEFINE_integer("turns", 7, "Alternating turns; the median is prin
 def _median_seconds(calls: dict) -> dict:
   """`{name: (fn, args)}`: each `fn(*args)` timed in turns after one warm-up call;
   returns the median seconds per name."""
+  def seconds(fn, args):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
   for fn, args in calls.values():
     jax.block_until_ready(fn(*args))
-  times = {name: [] for name in calls}
-  for _ in range(_TURNS.value):
-    for name, (fn, args) in calls.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times[name].append(time.perf_counter() - start)
+  times = timing.in_turns({name: (lambda c=c: seconds(*c)) for name, c in calls.items()},
+                          _TURNS.value)
   return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -101,15 +103,19 @@ def faults(B, H, T):
   fns = {"written out": jax.jit(project), "summed": jax.jit(lambda x, w: project(x, w).sum())}
   print(f"\nprojection [{T * B}, {H}] x [{H}, {4 * H}], {T * B * 4 * H * 4 / 2**20:.0f} MiB out "
         f"(GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r})")
-  for name, fn in fns.items():
+
+  def call(fn):  # (seconds, minor page faults) of one call
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
     jax.block_until_ready(fn(xs, w))
-    times, faults = [], []
-    for _ in range(_TURNS.value):
-      before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-      start = time.perf_counter()
-      jax.block_until_ready(fn(xs, w))
-      times.append(time.perf_counter() - start)
-      faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+  for fn in fns.values():
+    jax.block_until_ready(fn(xs, w))
+  runs = timing.in_turns({name: (lambda fn=fn: call(fn)) for name, fn in fns.items()},
+                         _TURNS.value)
+  for name, turns in runs.items():
+    times, faults = zip(*turns)
     print(f"{name:>12} | {1e3 * statistics.median(times):7.1f} ms | "
           f"{statistics.median(faults):8.0f} minor faults per call")
 

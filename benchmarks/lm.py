@@ -25,6 +25,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks import timing
+
 _HIDDEN = flags.DEFINE_integer("hidden_size", 200, "H.")
 _LAYERS = flags.DEFINE_integer("num_layers", 2, "L.")
 _BATCH = flags.DEFINE_integer("batch_size", 20, "B.")
@@ -126,12 +128,14 @@ def main(argv):
     runners["pytorch"] = torch_runner()
   for run in runners.values():
     run(3)  # compile / warm up
-  rates = {name: [] for name in runners}
-  for _ in range(_TURNS.value):
-    for name, run in runners.items():
-      start = time.perf_counter()
-      run(_STEPS.value)
-      rates[name].append(tokens / (time.perf_counter() - start))
+
+  def rate(run):
+    start = time.perf_counter()
+    run(_STEPS.value)
+    return tokens / (time.perf_counter() - start)
+
+  rates = timing.in_turns({name: (lambda run=run: rate(run)) for name, run in runners.items()},
+                          _TURNS.value)
   results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
              "jax": jax.__version__, "sizes": dict(H=_HIDDEN.value, L=_LAYERS.value, B=_BATCH.value,
                                                   T=_BPTT.value, V=_VOCAB.value)}

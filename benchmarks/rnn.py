@@ -432,11 +432,8 @@ def parts_report(results) -> None:
                              argnums=(0, 1))), (params, xs)),
     }
     runners = {name: _timer(fn, *args) for name, (fn, args) in pieces.items()}
-    times = {name: [] for name in runners}
-    for _ in range(_TURNS.value):
-      for name, run in runners.items():
-        times[name].append(run()[0])
-    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    times = timing.in_turns(runners, _TURNS.value)  # (seconds, cores) per turn
+    ms = {name: 1e3 * statistics.median(s for s, _ in t) for name, t in times.items()}
     whole = ms["whole fused forward+backward"]
     print(f"\nlstm B={B} H={H} T={T}: parts of the fused forward+backward (ms, share of the whole)")
     for name, t in ms.items():
@@ -495,11 +492,9 @@ def main(argv):
         elif impl == "rnn_jax/fused_dp" and cell_name == _CELLS.value[0] and size == _SIZES.value[0]:
           print(f"(rnn_jax/fused_dp skipped: {len(jax.devices())} device(s); "
                 "on the CPU pass --host_devices=2)")
-      times = {impl: ([], []) for impl in runners}
-      for _ in range(_TURNS.value):
-        for impl, (fwd, both) in runners.items():
-          times[impl][0].append(fwd())
-          times[impl][1].append(both())
+      turns = timing.in_turns({impl: (lambda fwd=fwd, both=both: (fwd(), both()))
+                               for impl, (fwd, both) in runners.items()}, _TURNS.value)
+      times = {impl: tuple(zip(*runs)) for impl, runs in turns.items()}  # (fwd runs, both runs)
       median = lambda runs, i: statistics.median(run[i] for run in runs)
       base = times.get("torch")
       print(f"\n{cell_name} B={B} H={H} T={T}")

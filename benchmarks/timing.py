@@ -1,4 +1,4 @@
-"""The repeat-and-time loop the benchmarks share."""
+"""The timing loops the benchmarks share: repeat a call for a while; take turns."""
 
 from __future__ import annotations
 
@@ -23,3 +23,14 @@ def repeat(call, min_time: float) -> tuple[float, float]:
     elapsed = time.perf_counter() - start
     if elapsed >= min_time:
       return elapsed / n, (cpu_seconds() - cpu) / elapsed
+
+
+def in_turns(runners: dict, turns: int) -> dict:
+  """Calls every runner (name -> no-argument callable) once per turn, in order, for
+  `turns` turns, so that all of them see the machine in the same states as its speed
+  drifts; returns each name's results, in call order."""
+  results = {name: [] for name in runners}
+  for _ in range(turns):
+    for name, run in runners.items():
+      results[name].append(run())
+  return results
