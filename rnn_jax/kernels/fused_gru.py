@@ -102,31 +102,34 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: 
     else:
       d_rh = _dot(dn_pre, w_hh_t[2 * H:], dtype)  # d(r ⊙ h)
       dr_pre = d_rh * h_p * r_t * (1.0 - r_t)
-      d_hh = jnp.concatenate([dr_pre, dz_pre, dn_pre], -1)
       dh_prev = (dh * z_t + d_rh * r_t
                  + _dot(jnp.concatenate([dr_pre, dz_pre], -1), w_hh_t[:2 * H], dtype))
     d_zx = jnp.concatenate([dr_pre, dz_pre, dn_pre], -1)  # [B, 3H]
     if m_t is not None:
       d_zx = jnp.where(m_t, d_zx, jnp.zeros_like(d_zx))
-      d_hh = jnp.where(m_t, d_hh, jnp.zeros_like(d_hh))
       dh_prev = jnp.where(m_t, dh_prev, dh_next)
-    return dh_prev, (d_zx, d_hh)
+    return dh_prev, d_zx
 
   hn_seq = h_n_pre if reset_after else r  # a placeholder of the right shape when unused
-  dh0, (d_zx, d_hh) = jax.lax.scan(body, dh_n, (d_ys, r, z, n, hn_seq, h_prev, mask),
-                                   reverse=not reverse)
+  # The loop writes only d_zx, the gradient of the input projection's pre-activations.
+  # The hidden projection's gradient differs from it only in its n part (times r with
+  # reset_after; not at all without), which is rebuilt after the loop in one pass over
+  # all steps rather than written as a second [B, 3H] per step (benchmarks/RESULTS.md).
+  dh0, d_zx = jax.lax.scan(body, dh_n, (d_ys, r, z, n, hn_seq, h_prev, mask),
+                           reverse=not reverse)
   # Contractions over [T, B] without flattening it, so a batch sharded over devices
   # stays sharded (fused_lstm._contract).
   if reset_after:
-    dw_hh = _contract_steps(h_prev, d_hh, dtype)  # [H, 3H]
-  else:
-    dw_hh = jnp.concatenate([_contract_steps(h_prev, d_hh[..., :2 * H], dtype),
-                             _contract_steps(r * h_prev, d_hh[..., 2 * H:], dtype)], -1)
+    d_hn = d_zx[..., 2 * H:] * r  # the gradient of h W_hn + b_hn, [T, B, H]
+    dw_hh = _contract_steps(h_prev, jnp.concatenate([d_zx[..., :2 * H], d_hn], -1), dtype)
+  else:  # d_hh is d_zx; its n part multiplies r ⊙ h, not h
+    dw_hh = jnp.concatenate([_contract_steps(h_prev, d_zx[..., :2 * H], dtype),
+                             _contract_steps(r * h_prev, d_zx[..., 2 * H:], dtype)], -1)
   grads = {"w_ih": _contract_steps(xs, d_zx, dtype), "w_hh": dw_hh}
   if "b" in params:
     grads["b"] = d_zx.sum((0, 1))
-  if "b_hn" in params:
-    grads["b_hn"] = d_hh[..., 2 * H:].sum((0, 1))
+  if "b_hn" in params:  # read only with reset_after
+    grads["b_hn"] = d_hn.sum((0, 1)) if reset_after else jnp.zeros_like(d_zx[0, 0, :H])
   d_xs = _contract("tbg,dg->tbd", d_zx, params["w_ih"], dtype).astype(xs.dtype)  # [T, B, D]
   return dh0, grads, d_xs
 
