@@ -23,6 +23,16 @@ against a varied flag, one line per combination of the other varied flags
 (the paper's numbers dotted, where given), into <dir>/<metric>_vs_<flag>.png
 ("/" in names becomes "_"). Problems (not a sweep directory, an unknown
 metric or flag) are one `error:` line and exit status 2.
+
+`--over=FLAG` (typically `seed`) folds the trials that differ only in FLAG into
+one row: the other varied flags, `n` (finished trials / trials), and each
+metric as `mean ± std` over the finished ones (sample standard deviation; the
+mean alone when one finished); `status` then counts the group's trials. The
+CSV has `<metric>`, `<metric> std`, `<metric> min` and `<metric> max` for it.
+With `--plot`, each point is the mean, with the standard deviation as an error
+bar:
+
+    python -m launch.table runs/gnmt_seeds --metrics='bleu/*' --over=seed
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import io
 import json
 import os
 import re
+import statistics
 import sys
 
 from absl import app, flags
@@ -47,6 +58,8 @@ _PLOT = flags.DEFINE_string("plot", None, "Draw this metric against --x into "
                             "<dir>/<metric>_vs_<x>.png.")
 _X = flags.DEFINE_string("x", None, "The varied flag on the plot's x axis (default: the only one).")
 _LOGX = flags.DEFINE_bool("logx", False, "Logarithmic x axis (numeric flags).")
+_OVER = flags.DEFINE_string("over", None, "Fold the trials that differ only in this varied flag "
+                            "(e.g. seed) into one row of mean ± std.")
 
 MANIFEST = "sweep.json"
 
@@ -122,6 +135,53 @@ def collect(root: str, metrics: list[str] | None = None) -> tuple[dict, list[str
   return manifest, columns, rows
 
 
+def _status_counts(statuses: list[str]) -> str:
+  """`3 done, 1 failed`: how many of `statuses` are in each state, in order of appearance."""
+  counts = {}
+  for status in statuses:
+    key = status.split(":")[0]
+    counts[key] = counts.get(key, 0) + 1
+  return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def fold(manifest: dict, columns: list[str], rows: list[dict], over: str
+         ) -> tuple[list[str], list[dict]]:
+  """`collect`'s rows folded over the varied flag `over`: one row per combination of the
+  other varied flags, in order of first appearance, with `n` and, per metric, the mean
+  (column `<metric>`), sample standard deviation, min and max over the finished trials.
+  Paper numbers are kept when every trial of a group has the same."""
+  varied = manifest["varied"]
+  if over not in varied:
+    raise SweepError(f"--over={over} is not a varied flag of this sweep (varied: "
+                     f"{', '.join(varied) or 'none'})")
+  keys = [k for k in varied if k != over]
+  metrics = [c for c in columns if c not in ("trial", "status", *varied)
+             and not c.startswith("paper ")]
+  papers = [c for c in columns if c.startswith("paper ")]
+  groups: dict[tuple, list[dict]] = {}
+  for row in rows:
+    groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+  folded = []
+  for group in groups.values():
+    done = [r for r in group if r["status"] == "done"]
+    out = {k: group[0][k] for k in keys}
+    out[over] = ",".join(r[over] for r in group)
+    out["n"] = f"{len(done)}/{len(group)}"
+    for m in metrics:
+      values = [r[m] for r in done if r.get(m) is not None]
+      out[m] = statistics.fmean(values) if values else None
+      out[f"{m} std"] = statistics.stdev(values) if len(values) > 1 else None
+      out[f"{m} min"] = min(values) if values else None
+      out[f"{m} max"] = max(values) if values else None
+    for p in papers:
+      numbers = {r[p] for r in group}
+      out[p] = numbers.pop() if len(numbers) == 1 else None
+    out["status"] = _status_counts([r["status"] for r in group])
+    folded.append(out)
+  stats = [c for m in metrics for c in (m, f"{m} std", f"{m} min", f"{m} max")]
+  return keys + [over, "n"] + stats + papers + ["status"], folded
+
+
 def _fmt(value) -> str:
   if value is None:
     return ""
@@ -130,13 +190,22 @@ def _fmt(value) -> str:
   return str(value)
 
 
-def to_markdown(manifest: dict, columns: list[str], rows: list[dict]) -> str:
-  counts = {}
-  for row in rows:
-    key = row["status"].split(":")[0]
-    counts[key] = counts.get(key, 0) + 1
-  summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-  lines = [f"Sweep `{manifest['sweep_name']}` of `{manifest['experiment']}`: {len(rows)} "
+def to_markdown(manifest: dict, columns: list[str], rows: list[dict],
+                over: str | None = None) -> str:
+  """The table in markdown; `over`: `rows` are `fold`'s, whose metrics show as mean ± std
+  (min, max and the std's own columns stay in the CSV)."""
+  if over is None:
+    trials = len(rows)
+    summary = _status_counts([row["status"] for row in rows])
+  else:
+    trials = sum(int(row["n"].split("/")[1]) for row in rows)
+    summary = f"{len(rows)} row(s) over {over}: " + _status_counts(
+        [s for row in rows for s in _expand_counts(row["status"])])
+    shown = [c for c in columns if not c.endswith((" std", " min", " max"))]
+    rows = [{**row, **{c: _mean_std(row[c], row.get(f"{c} std")) for c in shown
+                       if f"{c} std" in row}} for row in rows]
+    columns = shown
+  lines = [f"Sweep `{manifest['sweep_name']}` of `{manifest['experiment']}`: {trials} "
            f"trial(s), {summary}.", "",
            "| " + " | ".join(columns) + " |",
            "|" + "|".join("---" if c in ("trial", "status") or c in manifest["varied"]
@@ -145,6 +214,21 @@ def to_markdown(manifest: dict, columns: list[str], rows: list[dict]) -> str:
     cells = [_fmt(row[c]).replace("|", "\\|").replace("\n", " ") for c in columns]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def _mean_std(mean, std) -> str | None:
+  if mean is None:
+    return None
+  return _fmt(mean) if std is None else f"{_fmt(mean)} ± {_fmt(std)}"
+
+
+def _expand_counts(summary: str) -> list[str]:
+  """`_status_counts`'s `3 done, 1 failed` back into its statuses."""
+  out = []
+  for part in summary.split(", "):
+    n, status = part.split(" ", 1)
+    out += [status] * int(n)
+  return out
 
 
 def to_csv(columns: list[str], rows: list[dict]) -> str:
@@ -156,10 +240,13 @@ def to_csv(columns: list[str], rows: list[dict]) -> str:
   return out.getvalue()
 
 
-def write_table(root: str, metrics: list[str] | None = None) -> str:
-  """Writes <root>/table.md and <root>/table.csv; returns the markdown."""
+def write_table(root: str, metrics: list[str] | None = None, over: str | None = None) -> str:
+  """Writes <root>/table.md and <root>/table.csv, folded over the flag `over` when given
+  (`fold`); returns the markdown."""
   manifest, columns, rows = collect(root, metrics)
-  markdown = to_markdown(manifest, columns, rows)
+  if over is not None:
+    columns, rows = fold(manifest, columns, rows, over)
+  markdown = to_markdown(manifest, columns, rows, over)
   with open(os.path.join(root, "table.md"), "w") as f:
     f.write(markdown)
   with open(os.path.join(root, "table.csv"), "w") as f:
@@ -178,21 +265,27 @@ def _safe(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9._=+-]", "_", name)
 
 
-def plot(root: str, metric: str, x: str | None = None, logx: bool = False) -> str:
-  """Draws `metric` against the varied flag `x`; returns the PNG's path."""
+def plot(root: str, metric: str, x: str | None = None, logx: bool = False,
+         over: str | None = None) -> str:
+  """Draws `metric` against the varied flag `x`; returns the PNG's path. With `over`, each
+  point is the mean over that flag's trials (`fold`), the standard deviation its error bar."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   root = os.path.abspath(root)
-  manifest, _, rows = collect(root, [metric])
+  manifest, columns, rows = collect(root, [metric])
   varied = manifest["varied"]
+  if over is not None:
+    columns, rows = fold(manifest, columns, rows, over)
+    varied = [k for k in varied if k != over]
   if x is None:
     if len(varied) != 1:
       raise SweepError(f"--x is required: the sweep varies {', '.join(varied) or 'nothing'}")
     x = varied[0]
   if x not in varied:
-    raise SweepError(f"--x={x} is not a varied flag of this sweep (varied: "
+    besides = " besides --over" if over else ""
+    raise SweepError(f"--x={x} is not a varied flag of this sweep{besides} (varied: "
                      f"{', '.join(varied) or 'none'})")
   points = [r for r in rows if r.get(metric) is not None or r.get(f"paper {metric}") is not None]
   if not any(r.get(metric) is not None for r in points):
@@ -213,7 +306,9 @@ def plot(root: str, metric: str, x: str | None = None, logx: bool = False) -> st
     ours = [(position[r[x]], r[metric]) for r in group if r.get(metric) is not None]
     line = None
     if ours:
-      line, = ax.plot(*zip(*ours), marker="o", label=label)
+      errors = [r.get(f"{metric} std") or 0.0 for r in group if r.get(metric) is not None]
+      line = ax.errorbar(*zip(*ours), yerr=errors if any(errors) else None, marker="o",
+                         capsize=3, label=label).lines[0]
     paper = [(position[r[x]], r[f"paper {metric}"]) for r in group
              if r.get(f"paper {metric}") is not None]
     if paper:
@@ -241,9 +336,9 @@ def main(argv):
       raise SweepError("usage: python -m launch.table DIR [--metrics=a,b] [--plot=METRIC "
                        "--x=FLAG]: give one sweep directory")
     root = argv[1]
-    print(write_table(root, _METRICS.value), end="")
+    print(write_table(root, _METRICS.value, _OVER.value), end="")
     if _PLOT.value:
-      print(f"plot: {plot(root, _PLOT.value, _X.value, _LOGX.value)}")
+      print(f"plot: {plot(root, _PLOT.value, _X.value, _LOGX.value, _OVER.value)}")
     elif _X.value:
       raise SweepError("--x needs --plot=METRIC")
   except SweepError as e:

@@ -129,13 +129,15 @@ def test_shipped_sweeps_load(sweep_file):
   names = [t.name for t in sweep.trials]
   assert names and len(set(names)) == len(names)
   expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12,
-              "phased_lstm": 9}
+              "phased_lstm": 9, "gnmt_seeds": 5}
   assert len(names) == expected[sweep.name]
   if sweep.name == "zaremba_ptb":
     assert names == ["zaremba_small", "zaremba_medium", "zaremba_large"]
     assert spec.paper_for(sweep.paper, sweep.trials[1]) == {"valid/ppl": 82.2, "test/ppl": 79.7}
   if sweep.name == "phased_lstm":
     assert {t.flags["regime"] for t in sweep.trials} == {"high_res", "low_res", "async"}
+  if sweep.name == "gnmt_seeds":
+    assert names == [f"seed={s}" for s in range(5)]
   if sweep.name == "gnmt_ablations":
     assert "bidirectional_bottom=false" in names and "attention=luong_general" in names
     assert "--bidirectional_bottom=false" in sweep.trials[1].flag_args()
@@ -201,6 +203,45 @@ def test_sweep_runs_two_at_a_time_and_a_failure_loses_nothing(tmp_path):
   assert bad.returncode == 2
   assert bad.stderr.strip() == ("error: --x=sleep is not a varied flag of this sweep "
                                 "(varied: value)")
+
+
+def test_table_over_a_flag_gives_mean_and_std(tmp_path):
+  """`--over=value` folds each label's trials into one row: the mean and sample standard
+  deviation of their scores (2 * value), written out here; a failed trial counts in n only."""
+  path = write_sweep(tmp_path, "[{'label': 'x', 'value': v} for v in (1, 2, 4)]"
+                               " + [{'label': 'y', 'value': v} for v in (3, 'abc')]")
+  root = str(tmp_path / "runs")
+  assert launch(f"--sweep={path}", f"--workdir_root={root}", "--devices=cpu",
+                "--max_parallel=2", cwd=tmp_path).returncode == 1  # value=abc fails
+
+  shown = table_cli(root, "--metrics=score", "--over=value", "--plot=score", "--x=label",
+                    cwd=tmp_path)
+  assert shown.returncode == 0, shown.stderr
+  scores = [2.0, 4.0, 8.0]
+  mean = sum(scores) / 3
+  std = (sum((s - mean) ** 2 for s in scores) / (3 - 1)) ** 0.5  # 3.055
+  rows = read_csv(root)
+  assert list(rows[0]) == ["label", "value", "n", "score", "score std", "score min",
+                           "score max", "status"]
+  x, y = rows
+  assert (x["label"], x["value"], x["n"], x["status"]) == ("x", "1,2,4", "3/3", "3 done")
+  assert float(x["score"]) == pytest.approx(mean) and float(x["score std"]) == pytest.approx(std)
+  assert (float(x["score min"]), float(x["score max"])) == (2.0, 8.0)
+  assert (y["n"], y["score"], y["score std"], y["status"]) == ("1/2", "6.0", "",
+                                                              "1 done, 1 failed")
+  assert "5 trial(s), 2 row(s) over value: 4 done, 1 failed." in shown.stdout
+  assert "| label | value | n | score | status |" in shown.stdout
+  assert "| x | 1,2,4 | 3/3 | 4.667 ± 3.055 | 3 done |" in shown.stdout
+  assert "| y | 3,abc | 1/2 | 6 | 1 done, 1 failed |" in shown.stdout
+  assert os.path.getsize(os.path.join(root, "score_vs_label.png")) > 1000
+
+  bad = table_cli(root, "--over=seed", cwd=tmp_path)
+  assert bad.returncode == 2
+  assert bad.stderr.strip() == ("error: --over=seed is not a varied flag of this sweep "
+                                "(varied: label, value)")
+  bad = table_cli(root, "--over=value", "--plot=score", "--x=value", cwd=tmp_path)
+  assert bad.returncode == 2
+  assert "--x=value is not a varied flag of this sweep besides --over" in bad.stderr
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="trials die with the launcher on Linux only")
