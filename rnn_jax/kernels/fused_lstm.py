@@ -119,14 +119,6 @@ def _step_projection(params, x_t, dtype):
   return z + _bias(params, "b", dtype) if "b" in params else z
 
 
-def _project(params, xs, dtype):
-  """The input projection of every step as one GEMM: `[T, B, D]` -> `[T, B, G*H]` (+ b),
-  what the Pallas kernel reads. The XLA kernels project one array per gate
-  (`_project_gates`) and add b inside their steps."""
-  zx = _contract("tbd,dg->tbg", xs, params["w_ih"], dtype)  # [T, B, D] x [D, G*H]
-  return zx + _bias(params, "b", dtype) if "b" in params else zx
-
-
 def _project_gates(params, xs, dtype, gates: int) -> tuple[Array, ...]:
   """The input projection of every step, one `[T, B, H]` array per gate (no bias): gate k
   is `xs W_ih[:, kH:(k+1)H]`, one GEMM each.

@@ -254,8 +254,15 @@ def _run_backward(zx, w_hh, h_prev, c_prev, d_ys, d_hn, d_cn, lengths, reverse, 
 
 
 def _project(params, xs):
-  """`fused_lstm`'s input projection, `[T, B, D]` -> `[T, B, 4H]`, in the kernels' float32."""
-  return fused_lstm._project(params, xs, params["w_hh"].dtype).astype(jnp.float32)
+  """The input projection of every step as one GEMM, `[T, B, D]` -> `[T, B, 4H]` (+ b), in
+  the kernels' float32: the Pallas kernels read each step's `[B, 4H]` block whole. (The
+  XLA kernels project one array per gate instead: `fused_lstm._project_gates`.) Operands
+  in W_hh's dtype, float32 accumulation, as in `fused_lstm`."""
+  dtype = params["w_hh"].dtype
+  zx = fused_lstm._contract("tbd,dg->tbg", xs, params["w_ih"], dtype)  # [T, B, D] x [D, 4H]
+  if "b" in params:
+    zx = zx + fused_lstm._bias(params, "b", dtype)
+  return zx.astype(jnp.float32)
 
 
 def _lengths_or_full(lengths, B: int, T: int) -> Array:
