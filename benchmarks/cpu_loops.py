@@ -1,8 +1,9 @@
-r"""Three probes of XLA's CPU runtime behind the fused kernels' layout (benchmarks/RESULTS.md).
+r"""Probes of XLA's CPU runtime behind the fused kernels' layout (benchmarks/RESULTS.md).
 
     python -m benchmarks.cpu_loops --probe=slices    # gate math per step: slices vs arrays
     python -m benchmarks.cpu_loops --probe=faults    # a big GEMM's output: page faults
     python -m benchmarks.cpu_loops --probe=step      # fused LSTM and PyTorch, one step each
+    python -m benchmarks.cpu_loops --probe=concurrency --sizes=64x64x30,64x64x300,64x256x200
 
 `slices`: an LSTM's gate math (no matmul) in a `lax.scan`, microseconds per
 step, with the step's pre-activations read three ways: column slices of one
@@ -20,6 +21,14 @@ of `--turns` alternating steps. Run it under different glibc settings to
 compare them, one fresh process each:
 
     for t in "" glibc.malloc.hugetlb=1; do GLIBC_TUNABLES=$t python -m benchmarks.cpu_loops --probe=step; done
+
+`concurrency`: does XLA's CPU runtime run independent work side by side? A
+recurrence `h = tanh(h W)` (`[B, H] x [H, H]` per step) in a `lax.scan`, timed
+alone, as two independent scans in one jitted function (the two directions of
+a bi-directional layer), as one scan stepping both chains, and beside an
+independent all-steps GEMM `[T*B, H] x [H, 4H]` (summed, so nothing large is
+written out), with the GEMM alone; milliseconds per call and cores (process CPU
+time over wall time).
 """
 
 from __future__ import annotations
@@ -37,7 +46,8 @@ import rnn_jax
 from benchmarks import timing
 from rnn_jax import cells
 
-_PROBE = flags.DEFINE_enum("probe", "slices", ["slices", "faults", "step"], "What to measure.")
+_PROBE = flags.DEFINE_enum("probe", "slices", ["slices", "faults", "step", "concurrency"],
+                           "What to measure.")
 _SIZES = flags.DEFINE_list("sizes", ["64x256x200", "32x512x100"], "BxHxT sizes (D = H).")
 _TURNS = flags.DEFINE_integer("turns", 7, "Alternating turns; the median is printed.")
 
@@ -141,9 +151,44 @@ def step(B, H, T):
         f"torch {ms['torch']:.1f} ms (GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r})")
 
 
+def concurrency(B, H, T):
+  keys = jax.random.split(jax.random.key(0), 4)
+  h0 = jax.random.normal(keys[0], (B, H))
+  w = jax.random.normal(keys[1], (H, H)) / H ** 0.5
+  xs = jax.random.normal(keys[2], (T, B, H))
+  w_ih = jax.random.normal(keys[3], (H, 4 * H)) / H ** 0.5
+
+  def chain(h0, reverse=False):  # [B, H] -> the sum of its T states
+    step = lambda h, _: (jnp.tanh(h @ w), jnp.sum(h))
+    return jax.lax.scan(step, h0, None, length=T, reverse=reverse)[1].sum()
+
+  def both_in_one_loop(h0):
+    step = lambda hs, _: ((jnp.tanh(hs[0] @ w), jnp.tanh(hs[1] @ w)), hs[0].sum() + hs[1].sum())
+    return jax.lax.scan(step, (h0, h0 + 1.0), None, length=T)[1].sum()
+
+  gemm = lambda xs: jnp.einsum("tbd,dg->tbg", xs, w_ih).sum()
+  fns = {"one loop": lambda: chain(h0),
+         "two loops, independent": lambda: chain(h0) + chain(h0 + 1.0, reverse=True),
+         "one loop stepping two chains": lambda: both_in_one_loop(h0),
+         "one loop beside a GEMM": lambda: chain(h0) + gemm(xs),
+         "the GEMM alone": lambda: gemm(xs)}
+  calls = {name: jax.jit(fn) for name, fn in fns.items()}
+  for call in calls.values():
+    jax.block_until_ready(call())
+  runs = timing.in_turns(
+      {name: (lambda c=call: timing.repeat(lambda: jax.block_until_ready(c()), 0.2))
+       for name, call in calls.items()}, _TURNS.value)
+  print(f"\nB={B} H={H} T={T}: ms per call (cores)")
+  for name, turns in runs.items():
+    seconds, cores = zip(*turns)
+    print(f"{name:>30} | {1e3 * statistics.median(seconds):8.2f} ms | "
+          f"{statistics.median(cores):.2f}")
+
+
 def main(argv):
   del argv
-  probe = {"slices": slices, "faults": faults, "step": step}[_PROBE.value]
+  probe = {"slices": slices, "faults": faults, "step": step,
+           "concurrency": concurrency}[_PROBE.value]
   for size in _SIZES.value:
     probe(*(int(v) for v in size.split("x")))
 

@@ -59,6 +59,10 @@ def test_cpu_loop_probes():
   assert faults.count("minor faults per call") == 2, faults
   step = _run("benchmarks.cpu_loops", "--probe=step", "--sizes=4x8x5", "--turns=1")
   assert "fused" in step and "torch" in step, step
+  both = _run("benchmarks.cpu_loops", "--probe=concurrency", "--sizes=4x8x5", "--turns=1")
+  for name in ("one loop", "two loops, independent", "one loop stepping two chains",
+               "one loop beside a GEMM", "the GEMM alone"):
+    assert f"{name} |" in both, both
 
 
 def test_ab_kernel_finds_the_same_gradients():
