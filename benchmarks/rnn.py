@@ -14,9 +14,18 @@ turns round-robin so every implementation sees the same machine state:
   rnn_jax/fused_dp    the fused kernel under `jax.jit` with the batch split over all
                   devices, as `rnn_jax.training.parallel` runs a training step; on the
                   CPU `--host_devices=2` makes two host devices of one machine's cores
+  rnn_jax/pallas  `implementation="pallas"`: the persistent Pallas LSTM kernel (LSTM only;
+                  on a GPU; `--pallas_interpret` runs it interpreted on the CPU, slowly)
   flax            `flax.linen.RNN(OptimizedLSTMCell / GRUCell)`
   torch           `torch.nn.LSTM / nn.GRU` on the CPU (oneDNN), CUDA when present
+  jax_cudnn       `jax.experimental.rnn.lstm`, JAX's cuDNN LSTM (LSTM only; it has no
+                  CPU lowering, so it runs on a GPU only)
   gemm_limit      the same GEMMs with no recurrence: what a perfect kernel costs
+
+Rows an implementation cannot run here (a GPU-only one on the CPU, an LSTM-only one
+for the GRU, `fused_dp` on one device) are left out with one line saying why. On a
+GPU machine every row runs; `benchmarks/gpu.sh` is the whole check there (the kernel
+tests compiled for the GPU, then this benchmark).
 
 and prints milliseconds, GFLOP/s, the ratio to torch and the cores used (process
 CPU time over wall time while the forward+backward was timed), forward and
@@ -81,8 +90,13 @@ _SIZES = flags.DEFINE_list("sizes", ["32x512x100", "64x256x200", "8x1024x50", "6
 _TURNS = flags.DEFINE_integer("turns", 3, "Round-robin turns.")
 _MIN_TIME = flags.DEFINE_float("min_time", 0.3, "Seconds of repeats per measurement.")
 _IMPLS = flags.DEFINE_list("implementations", ["rnn_jax/scan", "rnn_jax/fused", "rnn_jax/fused_bf16",
-                                               "rnn_jax/fused_dp", "flax", "torch", "gemm_limit"],
-                            "What to time (rnn_jax/fused_dp only with several devices).")
+                                               "rnn_jax/fused_dp", "rnn_jax/pallas", "flax",
+                                               "torch", "jax_cudnn", "gemm_limit"],
+                            "What to time (rnn_jax/fused_dp only with several devices; "
+                            "rnn_jax/pallas and jax_cudnn only on a GPU).")
+_PALLAS_INTERPRET = flags.DEFINE_bool("pallas_interpret", False, "Off the GPU, time "
+                                      "rnn_jax/pallas in Pallas's interpret mode (slow: "
+                                      "for checking the row, not for its figures).")
 _HOST_DEVICES = flags.DEFINE_integer("host_devices", 1, "On the CPU, split the machine into "
                                      "this many host devices (XLA's "
                                      "--xla_force_host_platform_device_count) for "
@@ -129,13 +143,27 @@ def _timer(fn, *args):
   return lambda: _repeat(lambda: jax.block_until_ready(fn(*args)))
 
 
+def unavailable(impl: str, cell_name: str) -> str | None:
+  """Why `impl` cannot run for `cell_name` here, or None when it can."""
+  on_gpu = jax.default_backend() == "gpu"
+  if impl in ("rnn_jax/pallas", "jax_cudnn") and cell_name != "lstm":
+    return "an LSTM kernel only"
+  if impl == "rnn_jax/pallas" and not on_gpu and not _PALLAS_INTERPRET.value:
+    return "needs a GPU (--pallas_interpret runs it interpreted, slowly)"
+  if impl == "jax_cudnn" and not on_gpu:
+    return "needs a GPU: jax.experimental.rnn.lstm has no CPU lowering"
+  if impl == "rnn_jax/fused_dp" and len(jax.devices()) == 1:
+    return "1 device; on the CPU pass --host_devices=2"
+  return None
+
+
 def jax_fns(cell_name, impl, B, H, T):
   cell = cells.lstm(H) if cell_name == "lstm" else cells.gru(H, reset_after=True)
   params = cell.init(jax.random.key(0), H)
   xs = jax.random.normal(jax.random.key(1), (B, T, H))
   if impl.startswith("rnn_jax/fused") and not kernels.fused_supports(cell):
     return None
-  implementation = {"rnn_jax/scan": "scan"}.get(impl, "fused")
+  implementation = {"rnn_jax/scan": "scan", "rnn_jax/pallas": "pallas"}.get(impl, "fused")
   if impl == "rnn_jax/fused_bf16":
     params, xs = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), (params, xs))
   if impl == "rnn_jax/fused_dp":  # the batch split over every device, params replicated
@@ -160,6 +188,20 @@ def flax_fns(cell_name, B, H, T):
   forward = jax.jit(model.apply)
   both = jax.jit(jax.grad(lambda p, x: jnp.sum(model.apply(p, x)), argnums=(0, 1)))
   return _timer(forward, params, xs), _timer(both, params, xs)
+
+
+def jax_cudnn_fns(B, H, T):
+  """`jax.experimental.rnn.lstm` (cuDNN), one layer, D = H, every sequence full length;
+  gradients for the flat weights and the inputs."""
+  from jax.experimental import rnn as jax_rnn
+  weights = jax_rnn.init_lstm_weight(jax.random.key(0), H, H, 1, False)
+  xs = jax.random.normal(jax.random.key(1), (B, T, H))
+  h0 = c0 = jnp.zeros((1, B, H))
+  lengths = jnp.full((B,), T, jnp.int32)
+  run = lambda w, x: jax_rnn.lstm(x, h0, c0, w, lengths, H, H, 1, 0.0, False)[0]
+  forward = jax.jit(run)
+  both = jax.jit(jax.grad(lambda w, x: jnp.sum(run(w, x)), argnums=(0, 1)))
+  return _timer(forward, weights, xs), _timer(both, weights, xs)
 
 
 def gemm_limit_fns(cell_name, B, H, T):
@@ -477,21 +519,29 @@ def main(argv):
       B, H, T = (int(v) for v in size.split("x"))
       runners = {}
       for impl in _IMPLS.value:
+        reason = unavailable(impl, cell_name)
+        if reason is not None:
+          if size == _SIZES.value[0]:
+            print(f"({impl} skipped for {cell_name}: {reason})")
+          continue
+        make = {"flax": lambda: flax_fns(cell_name, B, H, T),
+                "torch": lambda: torch_fns(cell_name, B, H, T),
+                "jax_cudnn": lambda: jax_cudnn_fns(B, H, T),
+                "gemm_limit": lambda: gemm_limit_fns(cell_name, B, H, T)}.get(impl)
         if impl.startswith("rnn_jax/"):
-          fns = jax_fns(cell_name, impl, B, H, T)
-        elif impl == "flax":
-          fns = flax_fns(cell_name, B, H, T)
-        elif impl == "torch":
-          fns = torch_fns(cell_name, B, H, T)
-        elif impl == "gemm_limit":
-          fns = gemm_limit_fns(cell_name, B, H, T)
-        else:
+          make = lambda: jax_fns(cell_name, impl, B, H, T)
+        if make is None:
           raise app.UsageError(f"--implementations: unknown {impl!r}")
+        try:  # builds, compiles and runs each function once
+          fns = make()
+        except Exception as e:  # a row that fails here (a kernel too big for this chip, say)
+          print(f"({impl} failed for {cell_name} {size}: {type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})")
+          results.setdefault("failed", []).append(
+              {"cell": cell_name, "size": size, "implementation": impl, "error": repr(e)[:2000]})
+          continue
         if fns is not None:
           runners[impl] = fns
-        elif impl == "rnn_jax/fused_dp" and cell_name == _CELLS.value[0] and size == _SIZES.value[0]:
-          print(f"(rnn_jax/fused_dp skipped: {len(jax.devices())} device(s); "
-                "on the CPU pass --host_devices=2)")
       turns = timing.in_turns({impl: (lambda fwd=fwd, both=both: (fwd(), both()))
                                for impl, (fwd, both) in runners.items()}, _TURNS.value)
       times = {impl: tuple(zip(*runs)) for impl, runs in turns.items()}  # (fwd runs, both runs)

@@ -5,7 +5,7 @@
     params = cell.init(jax.random.key(0), input_size=32)
     ys, final_carry = rnn_jax.unroll(cell, params, xs, seq_lengths=lengths)  # xs: [B, T, D]
 
-`rnn_jax.interop` (PyTorch weights) is imported on demand, so torch stays optional.
+`rnn_jax.interop` (PyTorch and cuDNN weights) is imported on demand, so torch stays optional.
 """
 
 from rnn_jax import cells, layers, regularizers

@@ -26,14 +26,17 @@ def _run(module: str, *args: str, env: dict | None = None) -> str:
 def test_rnn_benchmark_times_every_implementation(tmp_path):
   pytest.importorskip("torch")
   path = tmp_path / "rnn.json"
-  _run("benchmarks.rnn", "--sizes=4x8x5", "--turns=1", "--compile_sizes=5,10",
-       "--host_devices=2", f"--json={path}")
+  out = _run("benchmarks.rnn", "--sizes=4x8x5", "--turns=1", "--compile_sizes=5,10",
+             "--host_devices=2", "--pallas_interpret", f"--json={path}")
   results = json.loads(path.read_text())
   implementations = {"rnn_jax/scan", "rnn_jax/fused", "rnn_jax/fused_bf16", "rnn_jax/fused_dp",
                      "flax", "torch", "gemm_limit"}
-  for cell in ("lstm", "gru"):
+  # On the CPU: the Pallas row interpreted (LSTM only), cuDNN's left out, saying why.
+  assert "(jax_cudnn skipped for lstm: needs a GPU" in out, out
+  assert "(rnn_jax/pallas skipped for gru: an LSTM kernel only)" in out, out
+  for cell, extra in (("lstm", {"rnn_jax/pallas"}), ("gru", set())):
     rows = [r for r in results["rows"] if r["cell"] == cell]
-    assert {r["implementation"] for r in rows} == implementations, cell
+    assert {r["implementation"] for r in rows} == implementations | extra, cell
     assert all(r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in rows)
     torch_row, = (r for r in rows if r["implementation"] == "torch")
     assert torch_row["fwd_bwd_vs_torch"] == pytest.approx(1.0)
@@ -90,3 +93,19 @@ def test_whole_step_benchmarks(tmp_path):
        "--vocab_size=30", "--steps=1", "--turns=1", f"--json={lm}")
   result = json.loads(lm.read_text())
   assert result["rnn_jax_tokens_per_s"] > 0 and result["pytorch_tokens_per_s"] > 0, result
+
+
+def test_gpu_script_runs_its_steps(tmp_path):
+  """benchmarks/gpu.sh, the GPU machine's check, run here on the CPU at a tiny size: both
+  steps run and write their logs and the benchmark's JSON."""
+  pytest.importorskip("torch")
+  out = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, text=True, capture_output=True,
+                       timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu", OUT=str(tmp_path),
+                                             PYTHON=sys.executable, SIZES="4x8x5",
+                                             TESTS="tests/test_interop_cudnn.py::test_bad_input"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "1 passed" in out.stdout and "tests: exit 0" in out.stdout, out.stdout
+  assert "benchmark: exit 0" in out.stdout, out.stdout
+  results = json.loads((tmp_path / "rnn_gpu.json").read_text())
+  assert {r["implementation"] for r in results["rows"]} >= {"rnn_jax/fused", "flax", "torch"}
+  assert (tmp_path / "tests.log").exists() and (tmp_path / "env.log").exists()

@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from rnn_jax import cells, layers
-from rnn_jax.cells.lstm import LSTMState
+from rnn_jax.interop.stacked import stacked_apply
 
 
 def _array(tensor: "torch.Tensor") -> jax.Array:
@@ -97,52 +96,8 @@ def from_torch(module):
     the module's initial state (`h_0`, or `(h_0, c_0)` for an LSTM), each
     `[L * num_directions, B, H]`.
   """
-  kind = _kind(module)
-  H = module.hidden_size
-  if kind == "lstm":
-    cell = cells.lstm(H, use_bias=module.bias)
-  else:
-    cell = cells.gru(H, reset_after=True, use_bias=module.bias)
-  layer = layers.bidirectional(cell) if module.bidirectional else layers.rnn(cell)
-  network = layers.stack([layer] * module.num_layers)
-  num_dirs = 2 if module.bidirectional else 1
-  batch_first = module.batch_first
-
-  def to_carries(hx):
-    """Module layout `[L * dirs, B, H]` -> one carry (or (fw, bw) pair) per layer."""
-    if hx is None:
-      return None
-    if kind == "lstm":
-      h0, c0 = hx
-      per_dir = [LSTMState(h0[i], c0[i]) for i in range(h0.shape[0])]
-    else:
-      per_dir = [hx[i] for i in range(hx.shape[0])]
-    if len(per_dir) != module.num_layers * num_dirs:
-      raise ValueError(f"hx: expected {module.num_layers * num_dirs} states "
-                       f"(num_layers * num_directions), got {len(per_dir)}")
-    if num_dirs == 1:
-      return tuple(per_dir)
-    return tuple((per_dir[2 * l], per_dir[2 * l + 1]) for l in range(module.num_layers))
-
-  def apply(params, xs, seq_lengths=None, hx=None):
-    xs = jnp.asarray(xs)
-    if xs.ndim != 3:
-      raise ValueError(f"xs: expected a 3-D batch, {'[B, T, D]' if batch_first else '[T, B, D]'}"
-                       f", got shape {tuple(xs.shape)}")
-    if not batch_first:
-      xs = jnp.swapaxes(xs, 0, 1)  # [T, B, D] -> [B, T, D]
-    ys, finals = network.apply(params, xs, seq_lengths=seq_lengths,
-                               initial_carry=to_carries(hx))
-    if not batch_first:
-      ys = jnp.swapaxes(ys, 0, 1)  # [B, T, *] -> [T, B, *]
-    # Module layout: index layer * num_dirs + direction.
-    per_dir = [c for final in finals for c in (final if num_dirs == 2 else (final,))]
-    if kind == "lstm":
-      h_n = jnp.stack([c.h for c in per_dir])  # [L * dirs, B, H]
-      c_n = jnp.stack([c.c for c in per_dir])
-      return ys, (h_n, c_n)
-    return ys, jnp.stack(per_dir)
-
+  apply = stacked_apply(_kind(module), module.hidden_size, module.num_layers,
+                        module.bidirectional, module.bias, module.batch_first)
   return apply, params_from_torch(module)
 
 

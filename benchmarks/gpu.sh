@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The kernels' checks for a GPU machine, as one script (about 10 minutes on one H100):
+#
+#   OUT=runs/gpu bash benchmarks/gpu.sh
+#
+# 1. the kernel tests on the GPU: the Pallas LSTM kernels compiled for it (not
+#    interpreted), the fused kernels, and rnn_jax.interop.cudnn against cuDNN itself
+#    (jax.experimental.rnn.lstm), values and gradients;
+# 2. python -m benchmarks.rnn at the kernels issue's five sizes: every rnn_jax kernel,
+#    Flax, torch nn.LSTM / nn.GRU on CUDA (cuDNN), jax.experimental.rnn.lstm (cuDNN) and
+#    the GEMM limit, forward and forward+backward, float32.
+#
+# Logs and the benchmark's JSON go to $OUT. Each step has its own time limit, so a hang
+# in one leaves the other's output. TESTS and SIZES override what runs (the test files;
+# the benchmark's BxHxT sizes), as tests/test_benchmarks.py does to try it on the CPU. Needs jax with CUDA, flax, optax, orbax-checkpoint,
+# tqdm, pytest and torch; nothing is downloaded.
+set -u -o pipefail
+OUT=${OUT:-runs/gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+
+"$PY" -c "import jax, platform; print('python', platform.python_version(), 'jax', jax.__version__, jax.devices())" \
+  2>&1 | tee "$OUT/env.log"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$OUT/env.log"
+
+timeout "${TEST_TIMEOUT:-270}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
+  ${TESTS:-tests/test_pallas_kernels.py tests/test_interop_cudnn.py tests/test_kernels.py} 2>&1 \
+  | tee "$OUT/tests.log" | tail -40
+echo "tests: exit $?"
+
+timeout "${BENCH_TIMEOUT:-300}" "$PY" -m benchmarks.rnn --turns=3 --min_time=0.2 \
+  --sizes="${SIZES:-32x512x100,64x256x200,8x1024x50,64x64x30,32x512x2000}" \
+  --compile_sizes= --json="$OUT/rnn_gpu.json" 2>&1 | tee "$OUT/rnn_gpu.log" \
+  | grep -v "^[IW][0-9]"
+echo "benchmark: exit $?"
