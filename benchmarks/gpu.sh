@@ -6,7 +6,9 @@
 # 1. the kernel tests on the GPU: the Pallas LSTM kernels compiled for it (not
 #    interpreted), the fused kernels, and rnn_jax.interop.cudnn against cuDNN itself
 #    (jax.experimental.rnn.lstm), values and gradients;
-# 2. python -m benchmarks.rnn at the kernels issue's five sizes: every rnn_jax kernel,
+# 2. python -m benchmarks.rnn at the kernels issue's five sizes and one wide batch at the
+#    Pallas kernel's width (256x64x100; it keeps W_hh on chip only up to H = 64 in
+#    float32, see pallas_lstm.fits_on_chip): every rnn_jax kernel,
 #    Flax, torch nn.LSTM / nn.GRU on CUDA (cuDNN), jax.experimental.rnn.lstm (cuDNN) and
 #    the GEMM limit, forward and forward+backward, float32.
 #
@@ -30,7 +32,7 @@ timeout "${TEST_TIMEOUT:-270}" "$PY" -m pytest -q -p no:cacheprovider -o addopts
 echo "tests: exit $?"
 
 timeout "${BENCH_TIMEOUT:-300}" "$PY" -m benchmarks.rnn --turns=3 --min_time=0.2 \
-  --sizes="${SIZES:-32x512x100,64x256x200,8x1024x50,64x64x30,32x512x2000}" \
+  --sizes="${SIZES:-32x512x100,64x256x200,8x1024x50,64x64x30,32x512x2000,256x64x100}" \
   --compile_sizes= --json="$OUT/rnn_gpu.json" 2>&1 | tee "$OUT/rnn_gpu.log" \
   | grep -v "^[IW][0-9]"
 echo "benchmark: exit $?"

@@ -83,6 +83,7 @@ from absl import app, flags
 import rnn_jax
 from benchmarks import timing
 from rnn_jax import cells, kernels, training
+from rnn_jax.kernels import pallas_lstm
 
 _CELLS = flags.DEFINE_list("cells", ["lstm", "gru"], "Cells to time.")
 _SIZES = flags.DEFINE_list("sizes", ["32x512x100", "64x256x200", "8x1024x50", "64x64x30",
@@ -143,13 +144,15 @@ def _timer(fn, *args):
   return lambda: _repeat(lambda: jax.block_until_ready(fn(*args)))
 
 
-def unavailable(impl: str, cell_name: str) -> str | None:
-  """Why `impl` cannot run for `cell_name` here, or None when it can."""
+def unavailable(impl: str, cell_name: str, H: int) -> str | None:
+  """Why `impl` cannot run for `cell_name` at width H here, or None when it can."""
   on_gpu = jax.default_backend() == "gpu"
   if impl in ("rnn_jax/pallas", "jax_cudnn") and cell_name != "lstm":
     return "an LSTM kernel only"
   if impl == "rnn_jax/pallas" and not on_gpu and not _PALLAS_INTERPRET.value:
     return "needs a GPU (--pallas_interpret runs it interpreted, slowly)"
+  if impl == "rnn_jax/pallas" and on_gpu and not pallas_lstm.fits_on_chip(H):
+    return f"W_hh [{H}, {4 * H}] float32 does not fit one block's shared memory"
   if impl == "jax_cudnn" and not on_gpu:
     return "needs a GPU: jax.experimental.rnn.lstm has no CPU lowering"
   if impl == "rnn_jax/fused_dp" and len(jax.devices()) == 1:
@@ -519,10 +522,9 @@ def main(argv):
       B, H, T = (int(v) for v in size.split("x"))
       runners = {}
       for impl in _IMPLS.value:
-        reason = unavailable(impl, cell_name)
+        reason = unavailable(impl, cell_name, H)
         if reason is not None:
-          if size == _SIZES.value[0]:
-            print(f"({impl} skipped for {cell_name}: {reason})")
+          print(f"({impl} skipped for {cell_name} {size}: {reason})")
           continue
         make = {"flax": lambda: flax_fns(cell_name, B, H, T),
                 "torch": lambda: torch_fns(cell_name, B, H, T),

@@ -32,8 +32,8 @@ def test_rnn_benchmark_times_every_implementation(tmp_path):
   implementations = {"rnn_jax/scan", "rnn_jax/fused", "rnn_jax/fused_bf16", "rnn_jax/fused_dp",
                      "flax", "torch", "gemm_limit"}
   # On the CPU: the Pallas row interpreted (LSTM only), cuDNN's left out, saying why.
-  assert "(jax_cudnn skipped for lstm: needs a GPU" in out, out
-  assert "(rnn_jax/pallas skipped for gru: an LSTM kernel only)" in out, out
+  assert "(jax_cudnn skipped for lstm 4x8x5: needs a GPU" in out, out
+  assert "(rnn_jax/pallas skipped for gru 4x8x5: an LSTM kernel only)" in out, out
   for cell, extra in (("lstm", {"rnn_jax/pallas"}), ("gru", set())):
     rows = [r for r in results["rows"] if r["cell"] == cell]
     assert {r["implementation"] for r in rows} == implementations | extra, cell

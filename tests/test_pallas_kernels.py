@@ -163,3 +163,14 @@ def test_lowers_to_triton_for_gpu_and_checks_its_sizes():
   _, params12, _, carry12 = _setup(B, T, D, 12)
   with pytest.raises(ValueError, match="H: .* power of 2"):
     lstm_sequence_pallas(params12, xs_tm, carry12.h, carry12.c, None, interpret=False)
+
+
+def test_fits_on_chip_counts_w_hh_bytes():
+  """W_hh [H, 4H] against 227 KiB of shared memory: 4 H^2 * itemsize bytes."""
+  from rnn_jax.kernels import pallas_lstm
+  assert pallas_lstm.fits_on_chip(64)                       # 64 KiB
+  assert not pallas_lstm.fits_on_chip(128)                  # 256 KiB
+  assert pallas_lstm.fits_on_chip(128, jnp.bfloat16)        # 128 KiB
+  assert not pallas_lstm.fits_on_chip(256, jnp.bfloat16)    # 512 KiB
+  assert pallas_lstm.fits_on_chip(64, shared_memory_bytes=64 * 1024)
+  assert not pallas_lstm.fits_on_chip(64, shared_memory_bytes=64 * 1024 - 1)

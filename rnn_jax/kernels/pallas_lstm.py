@@ -56,8 +56,9 @@ limits that have NOT been exercised on a GPU here:
     H <= 128 in bfloat16 (H100 / A100 class) at best, and even within these
     sizes Triton may spill to local memory (not measured). Larger H needs W_hh split over several SMs with a grid-wide
     barrier per step (the full Diamos et al. scheme), not implemented here:
-    use `fused_lstm` there. Nothing here checks this limit: Triton fails to
-    compile, or spills, when W_hh does not fit.
+    use `fused_lstm` there. The kernel does not enforce this limit (Triton fails
+    to compile, or spills, when W_hh does not fit); `fits_on_chip(H, dtype)`
+    says whether it holds, and `benchmarks.rnn` leaves larger H out.
 
 `rnn_jax.unroll(..., implementation="pallas")` runs a plain LSTM cell through
 this kernel; `"auto"` never picks it.
@@ -344,6 +345,20 @@ def check_gpu_sizes(hidden_size: int, block_b: int) -> None:
     if not (_is_power_of_2(n) and n >= 16):
       raise ValueError(f"{name}: the compiled Pallas LSTM kernel (Triton) needs a power of 2 "
                        f">= 16, got {n}; pass interpret=True or use the fused kernel")
+
+
+# Shared memory one block may use on an H100 (and A100: 227 / 163 KiB); consumer GPUs
+# have 99 KiB.
+SHARED_MEMORY_BYTES = 227 * 1024
+
+
+def fits_on_chip(hidden_size: int, dtype=jnp.float32,
+                 shared_memory_bytes: int = SHARED_MEMORY_BYTES) -> bool:
+  """Whether W_hh `[H, 4H]` fits one block's shared memory, which the compiled kernel
+  keeps it in for all T steps (see the module docstring): in float32 up to H = 64, in
+  bfloat16 up to H = 128, on an H100. Beyond that Triton fails to compile or spills,
+  and `fused_lstm` is the kernel to use."""
+  return 4 * hidden_size * hidden_size * jnp.dtype(dtype).itemsize <= shared_memory_bytes
 
 
 def lstm_sequence_pallas(params, xs, h0, c0, lengths, reverse=False, *, interpret=None,
