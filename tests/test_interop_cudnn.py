@@ -88,6 +88,9 @@ def test_bad_input():
     cudnn.lstm(x, h_0, c_0, weights, lengths, D, H, 1, 0.5, False)
   with pytest.raises(ValueError, match=r"x: expected \[B, T, 5\]"):
     cudnn.lstm(x[..., :4], h_0, c_0, weights, lengths, D, H, 1, 0.0, False)
+  params = cudnn.params_from_cudnn(weights, D, H)
+  with pytest.raises(ValueError, match=r"pseudo-layer 0 has w_ih \(5, 16\).*expected \(6, 16\)"):
+    cudnn.params_to_cudnn(params, D + 1, H)
   with pytest.raises(ValueError, match="hidden_size: expected a positive int"):
     cudnn.params_from_cudnn(weights, D, 0)
   with pytest.raises(ValueError, match=r"hx: expected 2 states"):

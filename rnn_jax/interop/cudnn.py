@@ -41,10 +41,6 @@ def _check(input_size: int, hidden_size: int, num_layers: int) -> None:
       raise ValueError(f"{name}: expected a positive int, got {value!r}")
 
 
-def _num_params(input_size: int, hidden_size: int, num_layers: int, bidirectional: bool):
-  return jax_rnn.get_num_params_in_lstm(input_size, hidden_size, num_layers, bidirectional)
-
-
 def params_from_cudnn(weights, input_size: int, hidden_size: int, num_layers: int = 1,
                       bidirectional: bool = False) -> dict:
   """The flat cuDNN weights `[num_params]` as the params of the equivalent
@@ -52,7 +48,7 @@ def params_from_cudnn(weights, input_size: int, hidden_size: int, num_layers: in
   `{"layer_l": {"fw": ..., "bw": ...}}` when bi-directional (`interop.torch`'s layout)."""
   _check(input_size, hidden_size, num_layers)
   weights = jnp.asarray(weights)
-  expected = _num_params(input_size, hidden_size, num_layers, bidirectional)
+  expected = jax_rnn.get_num_params_in_lstm(input_size, hidden_size, num_layers, bidirectional)
   if weights.shape != (expected,):
     raise ValueError(f"weights: expected shape ({expected},) for input_size={input_size}, "
                      f"hidden_size={hidden_size}, num_layers={num_layers}, "
@@ -74,11 +70,10 @@ def params_to_cudnn(params: dict, input_size: int, hidden_size: int, num_layers:
   for l in range(num_layers):
     layer = params[f"layer_{l}"]
     per_dir += [layer["fw"], layer["bw"]] if bidirectional else [layer]
-  G = 4 * hidden_size
+  G, dirs = 4 * hidden_size, 2 if bidirectional else 1
   matrices, biases = [], []
-  for i, p in enumerate(per_dir):
-    d_in = input_size if i < (2 if bidirectional else 1) else (
-        (2 if bidirectional else 1) * hidden_size)
+  for i, p in enumerate(per_dir):  # pseudo-layer i: layer i // dirs, direction i % dirs
+    d_in = input_size if i < dirs else dirs * hidden_size
     if p["w_ih"].shape != (d_in, G) or p["w_hh"].shape != (hidden_size, G):
       raise ValueError(f"params: pseudo-layer {i} has w_ih {tuple(p['w_ih'].shape)} and "
                        f"w_hh {tuple(p['w_hh'].shape)}; expected ({d_in}, {G}) and "
