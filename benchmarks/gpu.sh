@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The kernels' checks for a GPU machine, as one script (about 10 minutes on one H100):
+# The kernels' checks for a GPU machine, as one script (at most 270 s of tests and 300 s of
+# benchmark: TEST_TIMEOUT, BENCH_TIMEOUT; not yet run on a GPU):
 #
 #   OUT=runs/gpu bash benchmarks/gpu.sh
 #
