@@ -20,7 +20,9 @@
 set -u -o pipefail
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# JAX and torch share the GPU in one process: JAX must not preallocate most of its memory.
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" \
+  XLA_PYTHON_CLIENT_PREALLOCATE=false
 PY=${PYTHON:-python3}
 
 "$PY" -c "import jax, platform; print('python', platform.python_version(), 'jax', jax.__version__, jax.devices())" \

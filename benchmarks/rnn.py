@@ -23,9 +23,11 @@ turns round-robin so every implementation sees the same machine state:
   gemm_limit      the same GEMMs with no recurrence: what a perfect kernel costs
 
 Rows an implementation cannot run here (a GPU-only one on the CPU, an LSTM-only one
-for the GRU, `fused_dp` on one device) are left out with one line saying why. On a
-GPU machine every row runs; `benchmarks/gpu.sh` is the whole check there (the kernel
-tests compiled for the GPU, then this benchmark).
+for the GRU, `fused_dp` on one device, the Pallas one above H = 64) are left out with
+one line saying why. On a GPU machine `benchmarks/gpu.sh` is the whole check (the kernel
+tests compiled for the GPU, then this benchmark); with torch on CUDA in the same process,
+run it with `XLA_PYTHON_CLIENT_PREALLOCATE=false`, as that script does, so that JAX does
+not take most of the GPU's memory up front.
 
 and prints milliseconds, GFLOP/s, the ratio to torch and the cores used (process
 CPU time over wall time while the forward+backward was timed), forward and
