@@ -11,7 +11,7 @@
 #    Pallas kernel's width (256x64x100; it keeps W_hh on chip only up to H = 64 in
 #    float32, see pallas_lstm.fits_on_chip): every rnn_jax kernel,
 #    Flax, torch nn.LSTM / nn.GRU on CUDA (cuDNN), jax.experimental.rnn.lstm (cuDNN) and
-#    the GEMM limit, forward and forward+backward, float32.
+#    the GEMM limit, forward and forward+backward, exact float32 (no TF32 in any row).
 #
 # Logs and the benchmark's JSON go to $OUT. Each step has its own time limit, so a hang
 # in one leaves the other's output. TESTS and SIZES override what runs (the test files;
@@ -29,7 +29,8 @@ PY=${PYTHON:-python3}
   2>&1 | tee "$OUT/env.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$OUT/env.log"
 
-timeout "${TEST_TIMEOUT:-270}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
+# Exact float32 matmuls (no TF32): the tests hold the kernels to float32 references.
+JAX_DEFAULT_MATMUL_PRECISION=highest timeout "${TEST_TIMEOUT:-270}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
   ${TESTS:-tests/test_pallas_kernels.py tests/test_interop_cudnn.py tests/test_kernels.py} 2>&1 \
   | tee "$OUT/tests.log" | tail -40
 echo "tests: exit $?"

@@ -22,6 +22,9 @@ turns round-robin so every implementation sees the same machine state:
                   CPU lowering, so it runs on a GPU only)
   gemm_limit      the same GEMMs with no recurrence: what a perfect kernel costs
 
+On a GPU every row's float32 matmuls are exact float32, as on the CPU, unless
+`--tf32` lets them all run in TF32 (JAX's and cuDNN's faster default there).
+
 Rows an implementation cannot run here (a GPU-only one on the CPU, an LSTM-only one
 for the GRU, `fused_dp` on one device, the Pallas one above H = 64) are left out with
 one line saying why. On a GPU machine `benchmarks/gpu.sh` is the whole check (the kernel
@@ -97,6 +100,9 @@ _IMPLS = flags.DEFINE_list("implementations", ["rnn_jax/scan", "rnn_jax/fused", 
                                                "torch", "jax_cudnn", "gemm_limit"],
                             "What to time (rnn_jax/fused_dp only with several devices; "
                             "rnn_jax/pallas and jax_cudnn only on a GPU).")
+_TF32 = flags.DEFINE_bool("tf32", False, "On a GPU, let float32 matmuls run in TF32 (JAX's "
+                          "and cuDNN's fast default) rather than exact float32, in every "
+                          "row: JAX, cuDNN through jax.experimental.rnn, and torch.")
 _PALLAS_INTERPRET = flags.DEFINE_bool("pallas_interpret", False, "Off the GPU, time "
                                       "rnn_jax/pallas in Pallas's interpret mode (slow: "
                                       "for checking the row, not for its figures).")
@@ -231,9 +237,21 @@ def gemm_limit_fns(cell_name, B, H, T):
   return _timer(forward, w_ih, w_hh, xs, hs), _timer(both, w_ih, w_hh, xs, hs)
 
 
+def exact_float32_on_gpu() -> bool:
+  """On a GPU without `--tf32`: every row's float32 matmuls exact, as on the CPU (JAX's
+  default matmul precision set to highest, which also reaches the Pallas kernel's dots
+  and jax.experimental.rnn's cuDNN call; torch's TF32 switches off)."""
+  if jax.default_backend() != "gpu" or _TF32.value:
+    return False
+  jax.config.update("jax_default_matmul_precision", "highest")
+  return True
+
+
 def torch_fns(cell_name, B, H, T):
   import torch
   device = "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cuda":  # like-for-like with the JAX rows (exact_float32_on_gpu)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = _TF32.value
   module = (torch.nn.LSTM if cell_name == "lstm" else torch.nn.GRU)(H, H, batch_first=True).to(device)
   xs = torch.randn(B, T, H, device=device, requires_grad=True)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -507,7 +525,8 @@ def main(argv):
     training.parallel.use_host_devices(_HOST_DEVICES.value)
   results = {"machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores",
              "jax": jax.__version__, "backend": jax.default_backend(),
-             "devices": len(jax.devices()), "rows": []}
+             "devices": len(jax.devices()), "rows": [],
+             "gpu_exact_float32": exact_float32_on_gpu()}
   if _PARTS.value:
     parts_report(results)
     _write_json(results)
