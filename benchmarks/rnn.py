@@ -523,10 +523,10 @@ def main(argv):
     return
   if _HOST_DEVICES.value > 1:  # before any jax work
     training.parallel.use_host_devices(_HOST_DEVICES.value)
+  exact = exact_float32_on_gpu()  # sets JAX's matmul precision: before anything is traced
   results = {"machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores",
              "jax": jax.__version__, "backend": jax.default_backend(),
-             "devices": len(jax.devices()), "rows": [],
-             "gpu_exact_float32": exact_float32_on_gpu()}
+             "devices": len(jax.devices()), "rows": [], "gpu_exact_float32": exact}
   if _PARTS.value:
     parts_report(results)
     _write_json(results)

@@ -176,7 +176,8 @@ def fold(manifest: dict, columns: list[str], rows: list[dict], over: str
     for p in papers:
       numbers = {r[p] for r in group}
       out[p] = numbers.pop() if len(numbers) == 1 else None
-    out["status"] = _status_counts([r["status"] for r in group])
+    out["statuses"] = [r["status"] for r in group]  # not a column: for to_markdown's summary
+    out["status"] = _status_counts(out["statuses"])
     folded.append(out)
   stats = [c for m in metrics for c in (m, f"{m} std", f"{m} min", f"{m} max")]
   return keys + [over, "n"] + stats + papers + ["status"], folded
@@ -198,9 +199,9 @@ def to_markdown(manifest: dict, columns: list[str], rows: list[dict],
     trials = len(rows)
     summary = _status_counts([row["status"] for row in rows])
   else:
-    trials = sum(int(row["n"].split("/")[1]) for row in rows)
-    summary = f"{len(rows)} row(s) over {over}: " + _status_counts(
-        [s for row in rows for s in _expand_counts(row["status"])])
+    statuses = [s for row in rows for s in row["statuses"]]
+    trials = len(statuses)
+    summary = f"{len(rows)} row(s) over {over}: " + _status_counts(statuses)
     shown = [c for c in columns if not c.endswith((" std", " min", " max"))]
     rows = [{**row, **{c: _mean_std(row[c], row.get(f"{c} std")) for c in shown
                        if f"{c} std" in row}} for row in rows]
@@ -220,15 +221,6 @@ def _mean_std(mean, std) -> str | None:
   if mean is None:
     return None
   return _fmt(mean) if std is None else f"{_fmt(mean)} ± {_fmt(std)}"
-
-
-def _expand_counts(summary: str) -> list[str]:
-  """`_status_counts`'s `3 done, 1 failed` back into its statuses."""
-  out = []
-  for part in summary.split(", "):
-    n, status = part.split(" ", 1)
-    out += [status] * int(n)
-  return out
 
 
 def to_csv(columns: list[str], rows: list[dict]) -> str:

@@ -15,7 +15,7 @@ from rnn_jax.cells.lstm import LSTMState
 
 def stacked_apply(kind: str, hidden_size: int, num_layers: int, bidirectional: bool,
                   use_bias: bool = True, batch_first: bool = True) -> Callable:
-  """`apply(params, xs, seq_lengths=None, hx=None)` of an `num_layers`-deep LSTM or GRU
+  """`apply(params, xs, seq_lengths=None, hx=None)` of a `num_layers`-deep LSTM or GRU
   (`kind`: "lstm" or "gru", the GRU in its `reset_after=True` form), as the frameworks lay
   it out.
 
