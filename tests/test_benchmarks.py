@@ -68,6 +68,17 @@ def test_cpu_loop_probes():
     assert f"{name} |" in both, both
 
 
+def test_kernel_variants_give_the_kernels_gradients():
+  """The two dropped variants of benchmarks/RESULTS.md still run, and check their gradients
+  against the fused kernel's before timing (the command fails otherwise)."""
+  chunks = _run("benchmarks.kernel_variants", "--variant=chunks", "--chunks=2,3",
+                "--sizes=4x8x5", "--turns=1")
+  assert "K=2 |" in chunks and "K=3 |" in chunks and "same gradients" in chunks, chunks
+  unhoisted = _run("benchmarks.kernel_variants", "--variant=unhoisted", "--sizes=4x8x5",
+                   "--turns=1")
+  assert "unhoisted |" in unhoisted, unhoisted
+
+
 def test_ab_kernel_finds_the_same_gradients():
   if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
     pytest.skip("not a git checkout")
