@@ -3,6 +3,12 @@
 The sweep file format is documented in `launch/sweeps/__init__.py`. Every
 problem is a `SweepError` with a one-line message naming it; nothing here
 starts a trial or writes a file.
+
+A trial's identity is a hash of its resolved flags (`resolve_flags`): its
+command's flags with every `--flagfile` expanded in place as absl does, the
+last value of a repeated flag winning, and `--workdir` left out. Two commands
+with the same identity run the same configuration, whatever their flagfiles
+are called; editing a flagfile changes the identity of every trial using it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import difflib
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -306,3 +313,64 @@ def check_flagfiles(sweep: Sweep) -> None:
     if not os.path.isfile(os.path.join(ROOT, trial.flagfile)):
       raise SweepError(f"trial {trial.name!r}: flagfile {trial.flagfile} not found (paths are "
                        f"relative to the repo root {ROOT})")
+
+
+_NOT_IDENTITY = ("workdir",)   # flags that name where a trial runs, not what it runs
+_MAX_FLAGFILE_DEPTH = 20
+
+
+def _flag_pairs(args: list[str], root: str, depth: int = 0) -> list[tuple[str, str]]:
+  """(name, value) for each flag of `args`, flagfiles expanded in place as absl does."""
+  pairs = []
+  for arg in args:
+    if not arg.startswith("-"):
+      continue
+    name, sep, value = arg.lstrip("-").partition("=")
+    if name != "flagfile":
+      pairs.append((name, value if sep else "true"))
+    elif depth >= _MAX_FLAGFILE_DEPTH:
+      pairs.append((f"flagfile {value}", "nested too deep"))
+    else:
+      try:
+        with open(os.path.join(root, os.path.expanduser(value))) as f:
+          lines = [l.strip() for l in f.read().splitlines()]
+      except OSError:
+        pairs.append((f"flagfile {value}", "unreadable"))
+        continue
+      lines = [l for l in lines if l and not l.startswith(("#", "//"))]
+      pairs += _flag_pairs(lines, root, depth + 1)
+  return pairs
+
+
+def resolve_flags(args: list[str], root: str = ROOT) -> dict[str, str]:
+  """The flags a command's arguments set, flagfiles expanded (relative to `root`, where trials
+  run), in order of first appearance, the last value winning; `--workdir` left out.
+
+  `--name` alone reads as `name=true`. A flagfile that cannot be read shows as a flag of its
+  own (`flagfile <path>`), so it still changes the identity.
+  """
+  flags = {}
+  for name, value in _flag_pairs(list(args), root):
+    if name not in _NOT_IDENTITY:
+      flags[name] = value
+  return flags
+
+
+def command_flags(command: list[str], root: str = ROOT) -> dict[str, str]:
+  """`resolve_flags` of a trial's command `[python, -m, experiment, args...]`."""
+  return resolve_flags(command[3:], root)
+
+
+def identity(flags: dict[str, str]) -> str:
+  """A short hash of resolved flags: equal for equal flags, whatever their order."""
+  text = json.dumps(sorted(flags.items()), separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def flag_changes(old: dict[str, str], new: dict[str, str], limit: int = 4) -> str:
+  """`label: a -> b, max_steps: (unset) -> 10`: the flags whose values differ, at most `limit`."""
+  names = [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
+  shown = [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in names[:limit]]
+  if len(names) > limit:
+    shown.append(f"{len(names) - limit} more")
+  return ", ".join(shown) or "no flag differs"
