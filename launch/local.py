@@ -7,9 +7,13 @@ so trials at the same time never share one. On the CPU there are
 asked for `--devices=cpu` explicitly.
 
 The pool is one thread: it starts a trial whenever a slot is free, polls, and
-on SIGINT/SIGTERM stops the trials it started (they resume on the next run).
-Trials started with `trial.start` also get SIGTERM if the launcher dies by
-SIGKILL (Linux), so a restarted sweep never runs a trial twice at once.
+on SIGINT/SIGTERM stops the trials it started (SIGTERM to all at once, SIGKILL
+to those still running after the grace period; they resume on the next run).
+While a trial runs, its `trial.Attempt` rewrites the heartbeat in its
+launch_status.json and stops it past `--trial_timeout` or `--stall_timeout`,
+which frees its slot. Trials started with `trial.Attempt.start` also get
+SIGTERM if the launcher dies by SIGKILL (Linux), so a restarted sweep never
+runs a trial twice at once.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from launch import trial as trial_lib
 from launch.spec import SweepError
@@ -98,31 +102,47 @@ def _raise_stop(signum, frame):
 
 
 class LocalBackend:
-  """Runs each trial as a child process of the launcher."""
+  """Runs each trial as a child process of the launcher, watched by a `trial.Attempt`."""
 
-  def __init__(self, *, root: str, sweep: str):
-    self.root, self.sweep = root, sweep
+  def __init__(self, *, root: str, sweep: str, limits: trial_lib.Limits = trial_lib.Limits()):
+    self.root, self.sweep, self.limits = root, sweep, limits
 
-  def start(self, item: Item, env: dict[str, str]) -> Any:
+  def start(self, item: Item, env: dict[str, str]) -> trial_lib.Attempt:
     trial_lib.prepare(item.workdir, item.command, sweep=self.sweep, trial=item.name,
                       root=self.root)
-    return trial_lib.start(item.workdir, item.command, cwd=self.root, env=env)
+    return trial_lib.Attempt.start(item.workdir, item.command, cwd=self.root, env=env,
+                                   limits=self.limits)
 
-  def poll(self, item: Item, proc) -> int | None:
-    rc = proc.poll()
-    if rc is not None:
-      trial_lib.finish(item.workdir, rc)
-    return rc
+  def poll(self, item: Item, attempt: trial_lib.Attempt) -> int | None:
+    del item
+    return attempt.poll()
 
-  def stop(self, item: Item, proc, why: str) -> None:
-    if proc.poll() is None:
-      proc.terminate()
-      try:
-        proc.wait(timeout=30)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    trial_lib.interrupted(item.workdir, why)
+  def stop_all(self, running: list[tuple[Item, trial_lib.Attempt]], why: str,
+               report: Callable[[str], None], poll_s: float = 0.1) -> None:
+    """SIGTERM to every trial at once, then waits for them (SIGKILL after the grace period,
+    or at once on a second Ctrl-C); each shows as `incomplete: <why>; rerun resumes`."""
+    for _, attempt in running:
+      attempt.stop(why, failed=False)
+    left = [a for _, a in running if a.poll() is None]
+    if left:
+      report(f"[stopping] waiting up to {trial_lib.span(self.limits.stop_grace)} for "
+             f"{len(left)} trial(s) to save a checkpoint (Ctrl-C again: kill them now)")
+    try:
+      while left:
+        time.sleep(poll_s)
+        left = [a for a in left if a.poll() is None]
+    except KeyboardInterrupt:
+      for attempt in left:
+        attempt.kill()
+      for attempt in left:
+        attempt.proc.wait()
+        attempt.poll()
+
+
+def outcome(workdir: str) -> tuple[str, str]:
+  """(done|failed|incomplete|..., the rest of the status) for the pool's report."""
+  key, _, rest = trial_lib.status(workdir).partition(": ")
+  return key, rest
 
 
 def run_pool(items: list[Item], slots: list[dict[str, str]], backend,
@@ -149,16 +169,17 @@ def run_pool(items: list[Item], slots: list[dict[str, str]], backend,
         del running[slot]
         free = sorted(free + [slot])
         done[item.name] = rc
-        if rc == 0 and trial_lib.is_done(item.workdir):
+        key, rest = outcome(item.workdir)
+        if key == "done":
           report(f"[done] {item.name}")
         else:
-          report(f"[failed] {item.name}: {trial_lib.last_error_line(item.workdir)} "
-                 f"(log: {os.path.join(item.workdir, trial_lib.LOG)})")
+          report(f"[{key}] {item.name}: {rest} (log: "
+                 f"{os.path.join(item.workdir, trial_lib.LOG)})")
   except (Stop, KeyboardInterrupt) as e:
-    why = f"the launcher got {e or 'SIGINT'}; rerun the sweep to resume"
+    why = f"the launcher got {e or 'SIGINT'}"
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for item, handle in running.values():
-      backend.stop(item, handle, why)
+    backend.stop_all(list(running.values()), why, report)
+    for item, _ in running.values():
       report(f"[stopped] {item.name}")
     raise
   finally:

@@ -5,6 +5,10 @@ trial's command on the node (stdout and stderr into the trial's launch.log).
 On preemption or at the time limit SLURM signals the job; submitit calls
 `TrialJob.checkpoint`, which stops the command and resubmits the same
 `TrialJob`, and the requeued job resumes the experiment from its workdir.
+While the command runs, the job rewrites the heartbeat in the trial's
+launch_status.json (so `launch.table` on the login node tells a live job from
+one whose node died) and stops it past `--trial_timeout` or `--stall_timeout`,
+as the local pool does.
 
 submitit is imported only here (`pip install submitit`, or the `slurm` extra).
 """
@@ -66,8 +70,10 @@ class _Base:
 class TrialJob(submitit.helpers.Checkpointable if submitit else _Base):
   """Runs one trial's command in its workdir; requeues itself on preemption or timeout."""
 
-  def __init__(self, item: Item, *, root: str, sweep: str, env: dict[str, str] | None = None):
+  def __init__(self, item: Item, *, root: str, sweep: str, env: dict[str, str] | None = None,
+               limits: trial_lib.Limits = trial_lib.Limits()):
     self.item, self.root, self.sweep, self.env = item, root, sweep, dict(env or {})
+    self.limits = limits
     self._proc = None
 
   def __getstate__(self):
@@ -79,9 +85,10 @@ class TrialJob(submitit.helpers.Checkpointable if submitit else _Base):
     item = self.item
     trial_lib.prepare(item.workdir, item.command, sweep=self.sweep, trial=item.name,
                       root=self.root)
-    self._proc = trial_lib.start(item.workdir, item.command, cwd=self.root, env=self.env)
-    rc = self._proc.wait()
-    trial_lib.finish(item.workdir, rc)
+    attempt = trial_lib.Attempt.start(item.workdir, item.command, cwd=self.root, env=self.env,
+                                      limits=self.limits)
+    self._proc = attempt.proc
+    rc = attempt.wait()
     if rc != 0 or not trial_lib.is_done(item.workdir):
       raise RuntimeError(f"trial {item.name} failed (exit status {rc}): "
                          f"{trial_lib.last_error_line(item.workdir)}")
@@ -93,15 +100,17 @@ class TrialJob(submitit.helpers.Checkpointable if submitit else _Base):
       _stop(self._proc)
     trial_lib.interrupted(self.item.workdir, "preempted or at the time limit; submitit "
                           "requeues the job, which resumes from the workdir")
-    fresh = TrialJob(self.item, root=self.root, sweep=self.sweep, env=self.env)
+    fresh = TrialJob(self.item, root=self.root, sweep=self.sweep, env=self.env,
+                     limits=self.limits)
     return submitit.helpers.DelayedSubmission(fresh, *args, **kwargs)
 
 
 def _stop(proc: subprocess.Popen, timeout_s: float = 60) -> None:
-  """SIGTERM, then SIGKILL after `timeout_s`.
+  """SIGTERM, then SIGKILL after `timeout_s` (inside the 90 s between SLURM's USR2 warning
+  and its own kill at the time limit).
 
-  Runs inside submitit's signal handler, which interrupted `proc.wait()`: that
-  call holds the Popen's wait lock, so this reaps the child with os.waitpid.
+  Runs inside submitit's signal handler, which may have interrupted a `proc.poll()` holding
+  the Popen's wait lock, so this reaps the child with os.waitpid.
   """
   if proc.returncode is not None:
     return
@@ -127,10 +136,11 @@ def _importable_env(root: str) -> None:
 class SubmititLocalBackend:
   """The local pool's backend through submitit's LocalExecutor: one submitit job per trial."""
 
-  def __init__(self, *, folder: str, root: str, sweep: str, timeout_min: int):
+  def __init__(self, *, folder: str, root: str, sweep: str, timeout_min: int,
+               limits: trial_lib.Limits = trial_lib.Limits()):
     require_submitit()
     _importable_env(root)
-    self.root, self.sweep = root, sweep
+    self.root, self.sweep, self.limits = root, sweep, limits
     self.executor = submitit.LocalExecutor(folder=folder, python=sys.executable)
     self.executor.update_parameters(timeout_min=timeout_min)
 
@@ -138,7 +148,8 @@ class SubmititLocalBackend:
     os.makedirs(item.workdir, exist_ok=True)
     trial_lib.write_trial_flags(item.workdir, item.command, sweep=self.sweep, trial=item.name,
                                 root=self.root)
-    return self.executor.submit(TrialJob(item, root=self.root, sweep=self.sweep, env=env))
+    return self.executor.submit(TrialJob(item, root=self.root, sweep=self.sweep, env=env,
+                                         limits=self.limits))
 
   def poll(self, item: Item, job) -> int | None:
     if not job.done():
@@ -146,17 +157,21 @@ class SubmititLocalBackend:
     try:
       return job.result()
     except Exception as e:  # noqa: BLE001 - the trial failed, or submitit could not run it
-      if not trial_lib.status(item.workdir).startswith("failed"):
-        with open(os.path.join(item.workdir, trial_lib.LOG), "a") as f:
-          lines = [l for l in str(e).splitlines() if l.strip()]
-          f.write(f"error: submitit job {job.job_id} failed: "
-                  f"{lines[-1] if lines else type(e).__name__}\n")
-        trial_lib.finish(item.workdir, 1)
+      state = trial_lib.read_status(item.workdir) or {}
+      if state.get("state") == "exited" and state.get("returncode") is not None:
+        return state["returncode"]   # the job recorded how its command ended
+      with open(os.path.join(item.workdir, trial_lib.LOG), "a") as f:
+        lines = [l for l in str(e).splitlines() if l.strip()]
+        f.write(f"error: submitit job {job.job_id} failed: "
+                f"{lines[-1] if lines else type(e).__name__}\n")
+      trial_lib.finish(item.workdir, 1)
       return 1
 
-  def stop(self, item: Item, job, why: str) -> None:
-    job.cancel(check=False)
-    trial_lib.interrupted(item.workdir, why)
+  def stop_all(self, running: list[tuple[Item, object]], why: str, report) -> None:
+    del report
+    for item, job in running:
+      job.cancel(check=False)
+      trial_lib.interrupted(item.workdir, why)
 
 
 def active_jobs(job_ids: list[str]) -> set[str] | None:
@@ -180,7 +195,8 @@ def active_jobs(job_ids: list[str]) -> set[str] | None:
 
 def submit_slurm(items: list[Item], *, folder: str, root: str, sweep: str, job_name: str,
                  gpus_per_trial: int, cpus_per_trial: int, mem_gb: int, time_limit: str,
-                 partition: str, max_parallel: int, additional: dict[str, str]) -> dict[str, str]:
+                 partition: str, max_parallel: int, additional: dict[str, str],
+                 limits: trial_lib.Limits = trial_lib.Limits()) -> dict[str, str]:
   """Submits the trials as one SLURM job array; returns trial name -> job id."""
   require_submitit()
   _importable_env(root)
@@ -201,5 +217,6 @@ def submit_slurm(items: list[Item], *, folder: str, root: str, sweep: str, job_n
     os.makedirs(item.workdir, exist_ok=True)
     trial_lib.write_trial_flags(item.workdir, item.command, sweep=sweep, trial=item.name,
                                 root=root)
-  jobs = executor.submit_array([TrialJob(item, root=root, sweep=sweep) for item in items])
+  jobs = executor.submit_array([TrialJob(item, root=root, sweep=sweep, limits=limits)
+                                for item in items])
   return {item.name: job.job_id for item, job in zip(items, jobs)}

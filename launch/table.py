@@ -13,9 +13,33 @@ PAPER gives, then `status`:
 
     done                          results.json is there
     failed: <last error line>     the command exited; the line comes from <trial>/launch.log
-    running                       its process is alive (or runs on another host)
+    failed: timed out after 2 h (--trial_timeout); rerun resumes
+    failed: no sign of progress for 30 min (--stall_timeout); rerun resumes
+                                  the launcher stopped it (SIGTERM: it saved a checkpoint;
+                                  `, killed: ...` when SIGKILL was needed)
+    incomplete: preempted (exit status 75); rerun resumes
+    incomplete: the launcher got SIGINT; rerun resumes
     incomplete                    it started and stopped; rerun the sweep to resume it
+    running                       its process is alive on this host, or its status comes
+                                  from another host whose heartbeat is fresh
+    hung: no sign of progress for 40 min (pid 123 on HOST)
+                                  alive, but heartbeat.json (or, before the first,
+                                  launch.log) has not changed for longer than the
+                                  launcher's --stall_timeout (or --stale_after when it
+                                  has none); the launcher stops it
+    lost: process gone; rerun resumes
+                                  a running status from this host whose process is gone
+    lost: no heartbeat from HOST for 25 min; rerun resumes
+                                  a running status from another host with no heartbeat
+                                  (launch_status.json, heartbeat.json, launch.log) for
+                                  longer than `--stale_after` seconds (default 600): its
+                                  launcher, job or node died; a rerun of the sweep reruns it
     pending                       not started (or queued on SLURM)
+    stale: done with other flags (label: a -> b); rerun with --on_changed=resume or restart
+                                  the trial's workdir was made with other resolved flags
+                                  than sweep.json now gives it (a rerun with changed flags
+                                  and --only selecting other trials, or a resume the
+                                  experiment refused); its metrics are left blank
 
 The markdown table goes to stdout and <dir>/table.md; the CSV (full
 precision) to <dir>/table.csv. `--plot=METRIC --x=FLAG` also draws METRIC
@@ -48,7 +72,7 @@ import sys
 
 from absl import app, flags
 
-from launch import trial as trial_lib
+from launch import spec, trial as trial_lib
 from launch.spec import SweepError, flagfile_stem
 from launch.sweep_lib import format_value
 
@@ -58,6 +82,9 @@ _PLOT = flags.DEFINE_string("plot", None, "Draw this metric against --x into "
                             "<dir>/<metric>_vs_<x>.png.")
 _X = flags.DEFINE_string("x", None, "The varied flag on the plot's x axis (default: the only one).")
 _LOGX = flags.DEFINE_bool("logx", False, "Logarithmic x axis (numeric flags).")
+_STALE_AFTER = flags.DEFINE_float("stale_after", trial_lib.STALE_AFTER_S, "Seconds without a "
+                                  "heartbeat after which a trial running on another host "
+                                  "shows as lost.")
 _OVER = flags.DEFINE_string("over", None, "Fold the trials that differ only in this varied flag "
                             "(e.g. seed) into one row of mean ± std.")
 
@@ -109,13 +136,19 @@ def _choose_metrics(requested: list[str], available: list[str], any_done: bool) 
   return chosen
 
 
-def collect(root: str, metrics: list[str] | None = None) -> tuple[dict, list[str], list[dict]]:
-  """The manifest, the table's columns, and one dict per trial (column -> value)."""
+def collect(root: str, metrics: list[str] | None = None,
+            stale_after: float = trial_lib.STALE_AFTER_S) -> tuple[dict, list[str], list[dict]]:
+  """The manifest, the table's columns, and one dict per trial (column -> value); a stale
+  trial's metrics (from other flags) are left out."""
   root = os.path.abspath(root)
   manifest = load_manifest(root)
   trials = manifest["trials"]
-  results = {t["name"]: _read_results(os.path.join(root, t["name"])) for t in trials}
-  status = {t["name"]: trial_lib.status(os.path.join(root, t["name"])) for t in trials}
+  repo = manifest.get("repo_root") or spec.ROOT
+  status = {t["name"]: trial_lib.status(os.path.join(root, t["name"]),
+                                        expected=t.get("resolved_flags"),
+                                        stale_after=stale_after, root=repo) for t in trials}
+  results = {t["name"]: {} if status[t["name"]].startswith("stale")
+             else _read_results(os.path.join(root, t["name"])) for t in trials}
   paper_metrics = []
   for t in trials:
     paper_metrics += [m for m in t.get("paper", {}) if m not in paper_metrics]
@@ -232,10 +265,11 @@ def to_csv(columns: list[str], rows: list[dict]) -> str:
   return out.getvalue()
 
 
-def write_table(root: str, metrics: list[str] | None = None, over: str | None = None) -> str:
+def write_table(root: str, metrics: list[str] | None = None, over: str | None = None,
+                stale_after: float = trial_lib.STALE_AFTER_S) -> str:
   """Writes <root>/table.md and <root>/table.csv, folded over the flag `over` when given
   (`fold`); returns the markdown."""
-  manifest, columns, rows = collect(root, metrics)
+  manifest, columns, rows = collect(root, metrics, stale_after)
   if over is not None:
     columns, rows = fold(manifest, columns, rows, over)
   markdown = to_markdown(manifest, columns, rows, over)
@@ -328,7 +362,7 @@ def main(argv):
       raise SweepError("usage: python -m launch.table DIR [--metrics=a,b] [--plot=METRIC "
                        "--x=FLAG]: give one sweep directory")
     root = argv[1]
-    print(write_table(root, _METRICS.value, _OVER.value), end="")
+    print(write_table(root, _METRICS.value, _OVER.value, _STALE_AFTER.value), end="")
     if _PLOT.value:
       print(f"plot: {plot(root, _PLOT.value, _X.value, _LOGX.value, _OVER.value)}")
     elif _X.value:

@@ -272,7 +272,7 @@ def test_killed_launcher_resumes_without_redoing_finished_trials(tmp_path):
   from launch import table
   status = {r["trial"]: r["status"] for r in table.collect(root)[2]}
   assert {status[n] for n in finished} == {"done"}
-  assert {status[n] for n in started} == {"incomplete"}
+  assert {status[n] for n in started} == {"lost: process gone; rerun resumes"}
 
   again = launch(*args, cwd=tmp_path)
   assert again.returncode == 0, again.stdout + again.stderr
