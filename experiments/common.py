@@ -16,13 +16,29 @@ back, so a field is written once. `main` functions stay a few lines:
 
 Shared flags: `--workdir` (required), `--data_dir` (default `$RNN_JAX_DATA`),
 `--seed`, `--max_steps`, `--checkpoint_every`, `--eval_every`, `--log_every`,
-`--num_devices`, `--host_devices`, `--progress`, and the multi-host ones `--coordinator_address`,
+`--num_devices`, `--host_devices`, `--progress`, `--skip_nonfinite_updates`,
+`--force_config_change`, and the multi-host ones `--coordinator_address`,
 `--num_processes`, `--process_id` (multi-host starts only when the first is set).
+
+A workdir belongs to one configuration. `prepare_workdir` records the config
+in `workdir/config.json` with a fingerprint of the fields that change results;
+a rerun whose values of those differ is refused with one line naming them
+(`--force_config_change` goes on anyway and records that it did). Fields
+declared with `may_change=True` only extend or observe a run and may differ
+between reruns: `max_steps`, `checkpoint_every`, `eval_every`, `log_every`,
+`progress`, `data_dir`, `num_devices`, `skip_nonfinite_updates`, and each
+experiment's own (`may_change_flags(Config)` lists them).
+
+Exit statuses of `run(main)`: 0 done, 1 an error (one `error:` line), 75 stopped
+by SIGTERM or SIGINT after saving a checkpoint (rerun the command to resume).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
+import json
 import os
 import sys
 import typing
@@ -39,6 +55,10 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: add
                                    "host:port of process 0; starts jax.distributed.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+_FORCE_CONFIG_CHANGE = flags.DEFINE_bool(
+    "force_config_change", False, "Resume a --workdir even though flags that change results "
+    "differ from the ones it was trained with (config.json records the change). Without it "
+    "such a rerun is refused.")
 _HOST_DEVICES = flags.DEFINE_integer(
     "host_devices", 0, "CPU only: split this machine's CPU into N devices for data "
     "parallelism (XLA's --xla_force_host_platform_device_count; 0 leaves XLA's default of "
@@ -46,9 +66,11 @@ _HOST_DEVICES = flags.DEFINE_integer(
 
 
 def field(default, help: str, **kwargs):  # noqa: A002 - mirrors absl's name
-  """A config field with its flag help text."""
+  """A config field with its flag help text; `may_change=True` marks a field that only
+  extends or observes a run, so a rerun in the same workdir may change it."""
   if isinstance(default, list):
-    return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
+    return dataclasses.field(default_factory=lambda: list(default),
+                             metadata={"help": help, **kwargs})
   return dataclasses.field(default=default, metadata={"help": help, **kwargs})
 
 
@@ -56,14 +78,20 @@ def field(default, help: str, **kwargs):  # noqa: A002 - mirrors absl's name
 class RunConfig:
   """Fields every experiment has."""
   data_dir: str = field(os.environ.get(DATA_ENV, ""), f"Data root holding ptb/, multi30k/, "
-                        f"tinyshakespeare/; default ${DATA_ENV}.")
+                        f"tinyshakespeare/; default ${DATA_ENV}.", may_change=True)
   seed: int = field(0, "Random seed of the run (init, dropout, data order).")
-  max_steps: int = field(0, "If > 0, stop after this many steps (overrides the schedule's length).")
-  checkpoint_every: int = field(1000, "Checkpoint every this many steps (and at the end).")
-  eval_every: int = field(0, "Evaluate every this many steps (0: the experiment's default).")
-  log_every: int = field(100, "Write train metrics every this many steps.")
-  num_devices: int = field(0, "Devices to use for data parallelism (0: all).")
-  progress: bool = field(True, "Show a progress bar.")
+  max_steps: int = field(0, "If > 0, stop after this many steps (overrides the schedule's "
+                         "length).", may_change=True)
+  checkpoint_every: int = field(1000, "Checkpoint every this many steps (and at the end).",
+                                may_change=True)
+  eval_every: int = field(0, "Evaluate every this many steps (0: the experiment's default).",
+                          may_change=True)
+  log_every: int = field(100, "Write train metrics every this many steps.", may_change=True)
+  num_devices: int = field(0, "Devices to use for data parallelism (0: all).", may_change=True)
+  progress: bool = field(True, "Show a progress bar.", may_change=True)
+  skip_nonfinite_updates: int = field(0, "Skip up to this many batches whose loss, gradient "
+                                      "or update is NaN or inf (each logged) before stopping; "
+                                      "0 stops at the first.", may_change=True)
 
 
 class UserError(ValueError):
@@ -163,26 +191,113 @@ def check_no_positional(argv) -> None:
                     "read --name=value")
 
 
-def prepare_workdir(experiment: str, config, workdir: str | None = None) -> str:
-  """Checks the workdir belongs to this experiment, then writes flags.txt.
+def may_change_flags(config_cls) -> list[str]:
+  """The fields of `config_cls` that may differ between reruns in one workdir."""
+  return [f.name for f in dataclasses.fields(config_cls) if f.metadata.get("may_change")]
 
-  Nothing in the workdir is written before the checks pass.
+
+CONFIG_RECORD = "config.json"
+
+
+def _fingerprinted(config) -> dict[str, Any]:
+  return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+          if not f.metadata.get("may_change")}
+
+
+def _fingerprint(values: dict[str, Any]) -> str:
+  canonical = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
+                         sort_keys=True)
+  return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _show(value) -> str:
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if isinstance(value, (list, tuple)):
+    return ",".join(str(v) for v in value)
+  return str(value)
+
+
+def check_config_record(workdir: str, experiment: str, config, *, force: bool = False) -> None:
+  """Compares `config` with the one `workdir/config.json` records; records it.
+
+  Raises:
+    UserError: a field that changes results differs (the message names each
+      one, old and new value), unless `force`; then the change is recorded in
+      config.json's `changes` and a warning printed.
   """
-  from rnn_jax.training import Checkpointer  # keeps `--help` fast
+  path = os.path.join(workdir, CONFIG_RECORD)
+  values = _fingerprinted(config)
+  record = None
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        record = json.load(f)
+    except (OSError, ValueError) as e:
+      raise UserError(f"{path} is unreadable ({e}); move it away to adopt this workdir with "
+                      "the current flags") from None
+  now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+  if record is None:
+    record = {"experiment": experiment, "created": now, "changes": []}
+  else:
+    old = record.get("fingerprinted", {})
+    differ = [k for k in sorted(set(old) | set(values))
+              if _show(old.get(k, "<absent>")) != _show(values.get(k, "<absent>"))]
+    if differ:
+      listing = ", ".join(f"--{k}={_show(old.get(k, '<absent>'))} (now "
+                          f"{_show(values.get(k, '<absent>'))})" for k in differ)
+      if not force:
+        raise UserError(
+            f"--workdir={workdir} was trained with other flags: {listing}; rerun with the "
+            "same flags, choose another --workdir, or pass --force_config_change to go on "
+            "with the new ones")
+      print(f"warning: --force_config_change: going on in {workdir} with changed flags: "
+            f"{listing}", flush=True)
+      record.setdefault("changes", []).append(
+          {"time": now, "flags": {k: {"was": old.get(k), "now": values.get(k)} for k in differ}})
+  record.update(experiment=experiment, fingerprint=_fingerprint(values),
+                fingerprinted=values, may_change={
+                    f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                    if f.metadata.get("may_change")},
+                updated=now)
+  from rnn_jax.training.workdir import atomic_write
+  atomic_write(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def prepare_workdir(experiment: str, config, workdir: str | None = None, *,
+                    force_config_change: bool | None = None) -> str:
+  """Makes `workdir` this process's: checks, lock, config record, flags.txt.
+
+  In order: the workdir must belong to this experiment (flags.txt's header, the
+  checkpoints' meta); this process takes its lock for the rest of its life
+  (`rnn_jax.training.workdir.lock`: a second process is refused); the config
+  must match the one config.json records (`check_config_record`). Nothing in
+  the workdir is written before the ownership checks pass.
+  """
+  from rnn_jax.training import Checkpointer, WorkdirBusyError
+  from rnn_jax.training import workdir as workdir_lib
 
   workdir = workdir or _WORKDIR.value
   if not workdir:
     raise UserError("--workdir is required: the directory of the run")
   workdir = os.path.abspath(workdir)
+  if force_config_change is None:
+    force_config_change = _FORCE_CONFIG_CHANGE.value
   owner = flagfile_experiment(os.path.join(workdir, "flags.txt"))
   if owner is not None and owner != experiment:
     raise UserError(f"--workdir={workdir} holds a run of experiment {owner!r}, not "
                     f"{experiment!r}; choose another --workdir")
   if os.path.isdir(os.path.join(workdir, "checkpoints")):
     Checkpointer(workdir, experiment).check_owner()
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "flags.txt"), "w") as f:
-    f.write(config_to_flagfile(config, experiment, workdir))
+  import jax
+  if jax.process_index() == 0:
+    try:
+      workdir_lib.lock(workdir)
+    except WorkdirBusyError as e:
+      raise UserError(str(e)) from None
+    check_config_record(workdir, experiment, config, force=force_config_change)
+    workdir_lib.atomic_write(os.path.join(workdir, "flags.txt"),
+                             config_to_flagfile(config, experiment, workdir))
   return workdir
 
 
@@ -228,8 +343,10 @@ def maybe_initialize_distributed() -> None:
 
 
 def run(main) -> None:
-  """`app.run(main)`, printing user errors as one line (exit status 1)."""
-  from rnn_jax.training import NonFiniteLossError, WorkdirConflictError
+  """`app.run(main)`, printing user errors as one line (exit status 1); a run stopped by
+  SIGTERM or SIGINT after saving its checkpoint exits with status 75 (`PREEMPTED_EXIT_CODE`)."""
+  from rnn_jax.training import (PREEMPTED_EXIT_CODE, NonFiniteError, Preempted,
+                                WorkdirBusyError, WorkdirConflictError)
 
   def wrapped(argv):
     from absl import logging
@@ -238,9 +355,12 @@ def run(main) -> None:
     try:
       maybe_initialize_distributed()
       return main(argv)
-    except (UserError, WorkdirConflictError, NonFiniteLossError) as e:
+    except (UserError, WorkdirConflictError, NonFiniteError, WorkdirBusyError) as e:
       print(f"error: {e}", file=sys.stderr, flush=True)
       sys.exit(1)
+    except Preempted as e:
+      print(f"stopped: {e}", file=sys.stderr, flush=True)
+      sys.exit(PREEMPTED_EXIT_CODE)
 
   app.run(wrapped)
 

@@ -11,7 +11,7 @@ from experiments.common import RunConfig, field
 class GNMTConfig(RunConfig):
   """Multilingual GNMT (Wu et al. 2016; Johnson et al. 2017)."""
   mode: str = field("train", "train, or translate (reads --input_file or stdin, writes "
-                    "--output_file or stdout, with the workdir's checkpoint).")
+                    "--output_file or stdout, with the workdir's checkpoint).", may_change=True)
   corpus: str = field("numbers", "numbers (embedded, generated with num2words), multi30k "
                       "(data_dir/multi30k), or a TFDS WMT builder: wmt14_translate, wmt_t2t.")
   train_directions: list = field(["en-de", "de-en", "en-fr", "fr-en", "en-es", "es-en"],
@@ -58,9 +58,10 @@ class GNMTConfig(RunConfig):
   length_penalty: float = field(0.6, "GNMT's alpha: lp = ((5 + |Y|) / 6)^alpha.")
   coverage_penalty: float = field(0.0, "GNMT's beta for the coverage penalty.")
   temperature: float = field(0.0, "translate: > 0 samples with this temperature instead of "
-                             "beam search.")
-  eval_batch_size: int = field(100, "Sentences per decoding batch.")
-  num_attention_plots: int = field(2, "Attention heatmaps written per evaluated direction.")
-  target_lang: str = field("", "translate: the language to translate into.")
-  input_file: str = field("", "translate: file to translate (default stdin).")
-  output_file: str = field("", "translate: where to write (default stdout).")
+                             "beam search.", may_change=True)
+  eval_batch_size: int = field(100, "Sentences per decoding batch.", may_change=True)
+  num_attention_plots: int = field(2, "Attention heatmaps written per evaluated direction.",
+                                   may_change=True)
+  target_lang: str = field("", "translate: the language to translate into.", may_change=True)
+  input_file: str = field("", "translate: file to translate (default stdin).", may_change=True)
+  output_file: str = field("", "translate: where to write (default stdout).", may_change=True)

@@ -206,7 +206,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       key=jax.random.fold_in(key, 1), evaluate=evaluate_valid,
       eval_every=config.eval_every or 500, checkpoint_every=config.checkpoint_every,
       log_every=config.log_every, mesh=mesh, items_per_step=config.batch_size,
-      items_name="sentences", progress=config.progress)
+      items_name="sentences", progress=config.progress,
+      skip_nonfinite_updates=config.skip_nonfinite_updates)
 
   metrics = evaluate_directions(config, translator, state.params, corpus.splits["test"],
                                 max_sentences=None, plot_dir=os.path.join(workdir, "attention"))

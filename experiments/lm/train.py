@@ -147,7 +147,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       key=jax.random.fold_in(key, 1), evaluate=evaluate_valid,
       eval_every=config.eval_every or steps_per_epoch,
       checkpoint_every=config.checkpoint_every, log_every=config.log_every, mesh=mesh,
-      items_per_step=config.batch_size * config.bptt, progress=config.progress)
+      items_per_step=config.batch_size * config.bptt, progress=config.progress,
+      skip_nonfinite_updates=config.skip_nonfinite_updates)
 
   results = {"step": int(jax.device_get(state.step)),
              "epochs": int(jax.device_get(state.step)) / steps_per_epoch}

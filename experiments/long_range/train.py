@@ -198,7 +198,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       evaluate=lambda s: evaluate(s.params, valid, "valid"),
       eval_every=config.eval_every or max(1, num_steps // 10),
       checkpoint_every=config.checkpoint_every, log_every=config.log_every, mesh=mesh,
-      items_per_step=config.batch_size, items_name="examples", progress=config.progress)
+      items_per_step=config.batch_size, items_name="examples", progress=config.progress,
+      skip_nonfinite_updates=config.skip_nonfinite_updates)
 
   params = jax.device_get(state.params)
   results = {"step": int(jax.device_get(state.step))}

@@ -3,15 +3,24 @@
 Each checkpoint holds two items: `state` (the `TrainState` pytree, saved by
 orbax's standard handler, sharded arrays included) and `meta` (JSON: the
 experiment's name and anything else the run wants to find again).
+
+A step that cannot be restored (damaged files, an empty step directory, a
+structure that no longer fits) is moved aside to `checkpoints/corrupt/<step>`
+with a one-line warning, and the previous step is tried: nothing is deleted,
+and the step can be saved again when training reaches it. A state with a
+NaN or infinite param is never saved (`NonFiniteError`), so every checkpoint
+on disk is one a run can go on from.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
@@ -19,6 +28,20 @@ log = logging.getLogger(__name__)
 
 class WorkdirConflictError(ValueError):
   """The workdir holds checkpoints of another experiment."""
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss, gradient or param became NaN or infinite; the last finite checkpoint stays."""
+
+
+CORRUPT = "corrupt"
+
+
+def all_finite(tree) -> bool:
+  """Whether every floating-point leaf of `tree` is free of NaN and inf (one device sync)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return bool(jax.device_get(jnp.all(jnp.stack(leaves)))) if leaves else True
 
 
 def _abstract(tree):
@@ -63,8 +86,14 @@ class Checkpointer:
       return
 
   def save(self, state, meta: dict[str, Any] | None = None, *, force: bool = True) -> None:
-    """Saves `state` under its own step (asynchronously; `wait` to block)."""
+    """Saves `state` under its own step (asynchronously; `wait` to block).
+
+    Raises:
+      NonFiniteError: a param or optimizer state holds NaN or inf; nothing is written.
+    """
     step = int(jax.device_get(state.step))
+    if not all_finite((state.params, state.opt_state)):
+      raise NonFiniteError(f"the state at step {step} holds NaN or inf; it was not saved")
     meta = dict(meta or {}, experiment=self.experiment, step=step)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
@@ -72,8 +101,10 @@ class Checkpointer:
   def restore_latest(self, like):
     """Restores the newest readable checkpoint into the structure of `like`.
 
-    A checkpoint that fails to restore (truncated or corrupted files) is
-    skipped with a warning and the previous one is tried.
+    A checkpoint that fails to restore (truncated or corrupted files, an
+    empty step directory, another structure) is moved to
+    `checkpoints/corrupt/<step>` with a one-line warning, and the previous
+    one is tried.
 
     Args:
       like: a state with the right structure, shapes, dtypes and shardings.
@@ -88,13 +119,31 @@ class Checkpointer:
             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
       except Exception as e:  # orbax raises many kinds on damaged files
         message = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        log.warning("checkpoint at step %d in %s is unreadable (%s); trying the previous one",
-                    step, self.directory, message)
-        print(f"warning: checkpoint at step {step} is unreadable ({message}); "
-              "falling back to the previous one", flush=True)
+        moved = self._move_aside(step)
+        log.warning("checkpoint at step %d in %s is unreadable (%s); moved to %s",
+                    step, self.directory, message, moved)
+        print(f"warning: checkpoint at step {step} is unreadable ({message}); moved to "
+              f"{moved}, falling back to the previous one", flush=True)
         continue
       return restored["state"], restored["meta"]
     return None, None
+
+  def _move_aside(self, step: int) -> str:
+    """Moves step `step`'s directory to `corrupt/<step>` (`<step>.1`, ... if taken)."""
+    if jax.process_index() != 0:  # one process moves; the others only forget the step
+      self._manager.reload()
+      return os.path.join(self.directory, CORRUPT, str(step))
+    source = os.path.join(self.directory, str(step))
+    target_dir = os.path.join(self.directory, CORRUPT)
+    os.makedirs(target_dir, exist_ok=True)
+    target, n = os.path.join(target_dir, str(step)), 0
+    while os.path.exists(target):
+      n += 1
+      target = os.path.join(target_dir, f"{step}.{n}")
+    if os.path.exists(source):
+      shutil.move(source, target)
+    self._manager.reload()
+    return target
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

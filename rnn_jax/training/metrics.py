@@ -1,6 +1,7 @@
 """The results contract: metrics.jsonl, results.json and TensorBoard events in the workdir.
 
     workdir/metrics.jsonl   one JSON object per log or eval step: {"step": N, "name": value, ...}
+    workdir/metrics.dropped.jsonl  rows a resume dropped from metrics.jsonl (recomputed after it)
     workdir/results.json    the final metrics, one flat JSON object
     workdir/tensorboard/    TensorBoard event files (tensorboardX)
 
@@ -16,6 +17,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from rnn_jax.training.workdir import atomic_write
+
+DROPPED = "metrics.dropped.jsonl"
+
 
 def _scalar(value) -> float | int | str:
   if isinstance(value, (str, bool)):
@@ -27,19 +32,43 @@ def _scalar(value) -> float | int | str:
 
 
 def write_results(workdir: str, results: Mapping[str, Any]) -> None:
-  """Writes `workdir/results.json` (atomically): the run's final metrics, one flat object."""
+  """Writes `workdir/results.json` atomically (temporary file, fsync, rename): the run's
+  final metrics, one flat object."""
   flat = {k: (v if isinstance(v, (list, dict)) else _scalar(v)) for k, v in results.items()}
-  tmp = os.path.join(workdir, "results.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(flat, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, "results.json"))
+  atomic_write(os.path.join(workdir, "results.json"),
+               json.dumps(flat, indent=2, sort_keys=True))
+
+
+def _read_rows(path: str) -> list[dict]:
+  """The rows of metrics.jsonl; a line that does not parse (the partial last line a kill or a
+  full disk leaves) is dropped with a one-line warning."""
+  with open(path, errors="replace") as f:
+    lines = [(n, line) for n, line in enumerate(f.read().split("\n"), 1) if line.strip()]
+  rows, dropped = [], []
+  for n, line in lines:
+    try:
+      row = json.loads(line)
+    except ValueError:
+      row = None
+    if isinstance(row, dict):
+      rows.append(row)
+    else:
+      dropped.append(n)
+  if dropped:
+    where = "its last line" if dropped == [lines[-1][0]] else f"lines {dropped}"
+    print(f"warning: {path}: dropped {where}, which did not parse (cut short by a kill or a "
+          "full disk?)", flush=True)
+  return rows
 
 
 class MetricsWriter:
   """Appends metrics to `metrics.jsonl` and TensorBoard; writes `results.json`.
 
   On resume, rows of `metrics.jsonl` at or after the resumed step are dropped
-  first, so a resumed run's file reads like an uninterrupted one's.
+  first (and any line that does not parse, with a warning), and the file is
+  rewritten atomically, so a resumed run's file reads like an uninterrupted one's.
+  The dropped rows are appended to `metrics.dropped.jsonl`, so that a restart
+  from an earlier step (a damaged checkpoint, `--force_config_change`) loses none.
   """
 
   def __init__(self, workdir: str, *, resume_step: int = 0, tensorboard: bool = True,
@@ -52,11 +81,13 @@ class MetricsWriter:
       return
     os.makedirs(workdir, exist_ok=True)
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        rows = [line for line in f if line.strip()]
-      kept = [r for r in rows if json.loads(r).get("step", 0) < resume_step]
-      with open(self.path, "w") as f:
-        f.writelines(kept)
+      rows = _read_rows(self.path)
+      kept = [r for r in rows if r.get("step", 0) < resume_step]
+      if len(kept) < len(rows):  # nothing is deleted: the dropped rows go to a side file
+        with open(os.path.join(workdir, DROPPED), "a") as f:
+          f.writelines(json.dumps(dict(r, dropped_at_resume_step=resume_step)) + "\n"
+                       for r in rows if r.get("step", 0) >= resume_step)
+      atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     if tensorboard:
       from tensorboardX import SummaryWriter  # imported here: only the writer needs it
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step or None)

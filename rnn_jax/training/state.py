@@ -38,27 +38,52 @@ def create_state(params, optimizer: optax.GradientTransformation, extra=()) -> T
 LossFn = Callable[..., tuple[Array, tuple[Any, dict[str, Array]]]]
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
+FINITE = "finite"   # the metric `make_train_step` adds: 1.0 if the update was applied
+
+
+def _tree_finite(tree) -> Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
+                    guard: bool = True):
   """Builds `train_step(state, batch, key) -> (state, metrics)`, pure and jit-able.
 
   Args:
     loss_fn: `loss_fn(params, extra, batch, key) -> (loss, (new_extra, metrics))`,
       where `loss` is what gets differentiated and `metrics` a dict of scalars.
     optimizer: the optax transformation (clipping and schedule included).
+    guard: check the loss, the gradient's global norm and the updated params
+      and optimizer state for NaN and inf before the update is applied. A
+      step that fails the check returns the old params, optimizer state and
+      extra (only `step` advances, past the batch) with the metric `finite`
+      at 0; `loop.fit` then stops or skips it. One pass over the params.
 
   Returns:
     The step. Its metrics hold the loss fn's metrics plus `grad_norm` (before
-    any clipping inside the optimizer) and `loss`.
+    any clipping inside the optimizer), `loss` and, with `guard`, `finite`.
   """
 
   def train_step(state: TrainState, batch, key):
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (extra, metrics)), grads = grad_fn(state.params, state.extra, batch, key)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            extra=extra)
+    if guard:
+      finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+                & _tree_finite((params, opt_state, extra)))
+      keep = lambda new, old: jax.tree_util.tree_map(
+          lambda a, b: jnp.where(finite, a, b), new, old)
+      new_state = new_state._replace(params=keep(params, state.params),
+                                     opt_state=keep(opt_state, state.opt_state),
+                                     extra=keep(extra, state.extra))
+      metrics[FINITE] = finite.astype(jnp.float32)
     return new_state, metrics
 
   return train_step
