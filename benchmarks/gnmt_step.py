@@ -2,6 +2,7 @@ r"""GNMT training step time on 1 device against the batch split over all devices
 
     python -m benchmarks.gnmt_step --host_devices=2     # a 2-core CPU as two host devices
     python -m benchmarks.gnmt_step --hidden_size=256 --json=/tmp/gnmt_step.json
+    python -m benchmarks.gnmt_step --guard=both --turns=7   # the NaN/inf guard's cost
 
 The step is the experiment's own jitted `train_step` (experiments/gnmt: 8 + 8
 layers, bi-directional bottom, GNMT attention, input feeding, Adam) on random
@@ -44,6 +45,9 @@ from experiments.gnmt import train as train_lib  # noqa: E402
 from experiments.gnmt.config import GNMTConfig  # noqa: E402
 from rnn_jax import training  # noqa: E402
 _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
+_GUARD = flags.DEFINE_enum("guard", "on", ["on", "off", "both"], "The train step's check for "
+                           "NaN/inf (make_train_step(guard=...)); both: time the step with and "
+                           "without it, in alternating turns.")
 
 
 def collectives(hlo: str) -> dict[str, int]:
@@ -69,31 +73,37 @@ def main(argv):
            "target_in": rng.integers(4, V, (B, U), dtype=np.int32),
            "target_out": rng.integers(4, V, (B, U), dtype=np.int32),
            "target_lengths": np.full(B, U, np.int32)}
-  step = jax.jit(training.make_train_step(train_lib.make_loss_fn(config, model), optimizer))
+  guards = {"on": [True], "off": [False], "both": [True, False]}[_GUARD.value]
+  loss_fn = train_lib.make_loss_fn(config, model)
+  # guard=True is the default; not passing it keeps this file runnable in older checkouts.
+  steps = {g: jax.jit(training.make_train_step(loss_fn, optimizer, **({} if g else {
+      "guard": False}))) for g in guards}
 
   settings = {}
   for n in sorted({1, len(jax.devices())}):
     mesh = training.data_mesh(n)
     training.parallel.check_divisible(B, mesh)
     args = (training.place_state(state, mesh), training.place_batch(batch, mesh))
-    hlo = step.lower(*args, jax.random.key(1)).compile().as_text()
-    jax.block_until_ready(step(*args, jax.random.key(1)))
-    settings[n] = {"args": args, "collectives": collectives(hlo), "ms": []}
+    for g, step in steps.items():
+      hlo = step.lower(*args, jax.random.key(1)).compile().as_text()
+      jax.block_until_ready(step(*args, jax.random.key(1)))
+      settings[n, g] = {"args": args, "step": step, "collectives": collectives(hlo), "ms": []}
   for _ in range(_TURNS.value):
-    for n, s in settings.items():
+    for s in settings.values():
       start = time.perf_counter()
       for i in range(_STEPS.value):
-        _, metrics = step(*s["args"], jax.random.key(i))
+        _, metrics = s["step"](*s["args"], jax.random.key(i))
       jax.block_until_ready(metrics)
       s["ms"].append(1e3 * (time.perf_counter() - start) / _STEPS.value)
 
   rows = []
   print(f"GNMT train step, H={_HIDDEN.value}, {_LAYERS.value}+{_LAYERS.value} layers, "
         f"B={B}, source {S}, target {U} tokens ({jax.default_backend()})")
-  for n, s in settings.items():
+  for (n, g), s in settings.items():
     ms = statistics.median(s["ms"])
-    rows.append({"devices": n, "ms_per_step": ms, "turns_ms": s["ms"], **s["collectives"]})
-    print(f"{n} device(s): {ms:7.1f} ms/step (turns: "
+    rows.append({"devices": n, "guard": g, "ms_per_step": ms, "turns_ms": s["ms"],
+                 **s["collectives"]})
+    print(f"{n} device(s){'' if g else ', no guard'}: {ms:7.1f} ms/step (turns: "
           + ", ".join(f"{t:.1f}" for t in s["ms"]) + f"); all-gathers "
           f"{s['collectives']['all-gather']}, all-reduces {s['collectives']['all-reduce']}")
   if _JSON.value:

@@ -264,11 +264,15 @@ def test_the_workdir_lock_is_taken_over_from_a_dead_holder(tmp_path):
 
 # ----------------------------------------------------------------------------- whole runs
 
-# The adding task, tiny: 400 steps; checkpoint_every=6 is not a multiple of log_every=4.
-RUN = ["--task=adding", "--seq_len=8", "--hidden_size=8", "--batch_size=16", "--max_steps=400",
-       "--log_every=4", "--checkpoint_every=6", "--eval_every=50", "--num_valid=50",
-       "--num_test=50", "--noprogress"]
+# The adding task, tiny: 300 steps; checkpoint_every=6 is not a multiple of log_every=4.
+STEPS = 300
+RUN = ["--task=adding", "--seq_len=8", "--hidden_size=8", "--batch_size=16",
+       f"--max_steps={STEPS}", "--log_every=4", "--checkpoint_every=6", "--eval_every=50",
+       "--num_valid=50", "--num_test=50", "--noprogress"]
 TIMES = ("wall_time_s",)
+# Every run of this module compiles the same programs: share them through JAX's persistent
+# compilation cache (half of a tiny run's time is compiling).
+_CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"rnn_jax_test_cache_{os.getuid()}")
 
 
 def _command(workdir, *extra):
@@ -276,7 +280,9 @@ def _command(workdir, *extra):
 
 
 def _env():
-  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+              JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
 def _run(workdir, *extra):
@@ -321,6 +327,21 @@ def _results(workdir):
   return {k: v for k, v in results.items() if k not in TIMES}
 
 
+def _assert_same(got, want):
+  """The same rows (steps, names, order) and values to 1e-6 relative. Exact equality holds on
+  an idle machine; once in about six runs on a loaded one, a value differed in float32's
+  last bit (6e-8 relative) after a resume. Anything lost or counted twice (a step, a window
+  entry, an eval) moves a value by 1e-3 or more."""
+  assert [sorted(r) for r in got] == [sorted(r) for r in want]
+  assert [r.get("step") for r in got] == [r.get("step") for r in want]
+  for g, w in zip(got, want):
+    for k in w:
+      if isinstance(w[k], float):
+        assert g[k] == pytest.approx(w[k], rel=1e-6, abs=1e-12), (w.get("step"), k)
+      else:
+        assert g[k] == w[k], (w.get("step"), k)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("uninterrupted")
@@ -334,7 +355,7 @@ def test_sigkill_at_random_steps_loses_nothing(tmp_path, uninterrupted):
   same command; every line of metrics.jsonl and results.json (times aside) equals the
   uninterrupted run's. Kills land mid-step, mid-save and mid-write."""
   rng = np.random.default_rng(20)
-  targets = sorted(rng.choice(np.arange(8, 392), size=4, replace=False).tolist())
+  targets = sorted(rng.choice(np.arange(8, STEPS - 8), size=4, replace=False).tolist())
   workdir = tmp_path / "killed"
   killed_at = []
   for target in targets:
@@ -351,8 +372,8 @@ def test_sigkill_at_random_steps_loses_nothing(tmp_path, uninterrupted):
   out = _run(workdir)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
   assert "Resuming from the checkpoint at step" in out.stdout
-  assert _rows(workdir) == _rows(uninterrupted)
-  assert _results(workdir) == _results(uninterrupted)
+  _assert_same(_rows(workdir), _rows(uninterrupted))
+  _assert_same([_results(workdir)], [_results(uninterrupted)])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -375,8 +396,8 @@ def test_preemption_saves_the_current_step_and_exits_75(tmp_path, uninterrupted,
   out = _run(workdir)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"Resuming from the checkpoint at step {steps[-1]}" in out.stdout
-  assert _rows(workdir) == _rows(uninterrupted)
-  assert _results(workdir) == _results(uninterrupted)
+  _assert_same(_rows(workdir), _rows(uninterrupted))
+  _assert_same([_results(workdir)], [_results(uninterrupted)])
 
 
 def test_a_second_process_on_the_workdir_is_refused(tmp_path):
@@ -414,7 +435,7 @@ def test_changed_flags_on_the_command_line_are_refused(tmp_path, uninterrupted):
       "or pass --force_config_change to go on with the new ones")
   assert (workdir / "metrics.jsonl").read_text() == before
   # An extension is not a change: 12 more steps resume from the last checkpoint.
-  out = _run(workdir, "--max_steps=412")
+  out = _run(workdir, f"--max_steps={STEPS + 12}")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "Resuming from the checkpoint at step 400" in out.stdout
-  assert json.loads((workdir / "results.json").read_text())["step"] == 412
+  assert f"Resuming from the checkpoint at step {STEPS}" in out.stdout
+  assert json.loads((workdir / "results.json").read_text())["step"] == STEPS + 12
