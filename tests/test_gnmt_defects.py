@@ -71,3 +71,32 @@ def test_unknown_decay_scheme_is_refused():
   """It was read as no decay at all."""
   with pytest.raises(common.UserError, match="--decay_scheme"):
     train_lib.check_config(_config(decay_scheme="luong7"))
+
+
+# -- 2. one (S, U) for every process ------------------------------------------------------
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_every_process_pads_to_the_global_batch(processes):
+  """Each process's rows have the global batch's shapes, and equal its rows exactly."""
+  config = _config(max_source_len=48, max_target_len=48)
+  rng = np.random.default_rng(0)
+  n, batch_size = 160, 8
+  ex = data.Examples([list(rng.integers(4, V, rng.integers(2, 47))) for _ in range(n)],
+                     [list(rng.integers(4, V, rng.integers(2, 47))) for _ in range(n)])
+  batches = data.Batches(ex, batch_size, 0, config)
+  per = batch_size // processes
+  own_buckets_differ = 0
+  for step in range(2 * batches.steps_per_epoch):
+    whole = batches(step)
+    rows = [slice(p * per, (p + 1) * per) for p in range(processes)]
+    parts = [batches(step, r) for r in rows]
+    for key in whole:
+      assert len({part[key].shape for part in parts}) == 1, (step, key)
+      for r, part in zip(rows, parts):
+        np.testing.assert_array_equal(part[key], whole[key][r])
+    # The data has steps where the rows alone would pick different buckets.
+    own = {data.bucket(int(max(part["source_lengths"].max(), part["target_lengths"].max())), 48)
+           for part in parts}
+    own_buckets_differ += len(own) > 1
+  assert own_buckets_differ > 0

@@ -246,15 +246,24 @@ class Batches:
     return self._batches
 
   def __call__(self, step: int, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+    """The batch of `step`, or its `rows` (one process's share in a multi-host run).
+
+    The padded lengths come from the whole batch, so every process's share has
+    the same shapes (`make_array_from_process_local_data` needs that) and is
+    exactly those rows of the whole batch.
+    """
     epoch, i = divmod(step, self.steps_per_epoch)
-    index = self._epoch_batches(epoch)[i][rows]
+    batch = self._epoch_batches(epoch)[i]
+    index = batch[rows]
     return make_batch([self.examples.source[j] for j in index],
-                      [self.examples.target[j] for j in index], self.config)
+                      [self.examples.target[j] for j in index], self.config,
+                      longest=int(self._lengths[batch].max()))
 
 
-def make_batch(sources, targets, config) -> dict[str, np.ndarray]:
+def make_batch(sources, targets, config, longest: int | None = None) -> dict[str, np.ndarray]:
+  """Pads a batch; `longest` (default: the longest of these rows) picks the bucket."""
   # One bucket for both sides: a handful of (S, U) shapes in a run, each compiled once.
-  n = max(max(map(len, sources)), max(map(len, targets)))
+  n = longest or max(max(map(len, sources)), max(map(len, targets)))
   S, U = bucket(n, config.max_source_len), bucket(n, config.max_target_len)
   target_in = [[BOS] + t[:-1] for t in targets]  # shifted right: bos y1 .. y_{n-1}
   return {"source": pad(sources, S),
