@@ -100,3 +100,61 @@ def test_every_process_pads_to_the_global_batch(processes):
            for part in parts}
     own_buckets_differ += len(own) > 1
   assert own_buckets_differ > 0
+
+
+# -- 3. the attention that produced each token ---------------------------------------------
+
+
+def _source():
+  rng = np.random.default_rng(1)
+  source = rng.integers(4, V, (B, S)).astype(np.int32)
+  lengths = np.array([S, 4, 2], np.int32)
+  source[np.arange(S)[None, :] >= lengths[:, None]] = 0
+  return jnp.asarray(source), jnp.asarray(lengths)
+
+
+def _step_by_step(model, params, source, lengths, tokens):
+  """Drives `decode_step` over `[BOS] + tokens`: each step's α and the context its upper
+  layers read (`[B, T, S]`, `[B, T, M]`)."""
+  encoded = model.encode(params, source, lengths)
+  state = model.initial_decoder_state(encoded)
+  inputs = np.concatenate([np.full((B, 1), data.BOS, np.int32), tokens[:, :-1]], 1)
+  alphas, upper = [], []
+  for t in range(inputs.shape[1]):
+    before = state.context
+    state, _, alpha = model.decode_step(params, encoded.memory, state, jnp.asarray(inputs[:, t]))
+    alphas.append(alpha)
+    upper.append(before if model.config.attention_architecture == "gnmt" else state.context)
+  return np.stack(alphas, 1), np.stack(upper, 1), encoded.memory.values
+
+
+@pytest.mark.parametrize("architecture", ["gnmt", "gnmt_v2"])
+@pytest.mark.parametrize("beam_size", [0, 3])
+def test_decoded_attention_is_the_one_that_fed_each_token(architecture, beam_size):
+  config = _config(num_layers=4, attention_architecture=architecture)
+  model = model_lib.GNMT(config, V)
+  params = model.init(jax.random.key(5))
+  params["w_out"] = params["w_out"] * 30.0  # decisive choices
+  source, lengths = _source()
+  kw = dict(max_len=6, bos=data.BOS, eos=data.EOS)
+  if beam_size:
+    out = decode.beam_search(model, params, source, lengths, beam_size=beam_size, alpha=0.6, **kw)
+  else:
+    out = decode.greedy_or_sample(model, params, source, lengths, **kw)
+  # The chosen output with its EOS back in place: [B, max_len].
+  tokens = np.asarray(out.tokens).copy()
+  out_len = np.asarray(out.lengths)
+  for b in range(B):
+    if out_len[b] < tokens.shape[1]:
+      tokens[b, out_len[b]] = data.EOS
+  alphas, upper, values = _step_by_step(model, params, source, lengths, tokens)
+  weights = np.asarray(out.weights)
+  for b in range(B):
+    for u in range(min(out_len[b] + 1, tokens.shape[1])):  # every token, the EOS included
+      if architecture == "gnmt":  # token u read a_{u-1}; token 0 the zero initial context
+        expected = alphas[b, u - 1] if u > 0 else np.zeros(S)
+      else:  # gnmt_v2: token u read a_u
+        expected = alphas[b, u]
+      np.testing.assert_allclose(weights[b, u], expected, rtol=1e-5, atol=1e-6)
+      # The row, applied to the memory, is the context token u's upper layers read.
+      np.testing.assert_allclose(weights[b, u] @ values[b], upper[b, u], rtol=1e-4, atol=1e-5)

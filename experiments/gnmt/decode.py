@@ -39,7 +39,7 @@ def coverage_penalty(coverage: Array, source_mask: Array, beta: float) -> Array:
 class Decoded(NamedTuple):
   tokens: Array    # [B, U] ids, EOS and what follows it replaced by padding (0)
   lengths: Array   # [B] tokens before EOS
-  weights: Array   # [B, U, S] attention weights of the chosen output
+  weights: Array   # [B, U, S] row u: the attention that fed output token u (model.token_attention)
   scores: Array    # [B] the hypothesis' score (log-prob for greedy / sampling)
 
 
@@ -79,7 +79,7 @@ def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos
   # Stops as soon as every row has produced EOS.
   _, _, _, _, score, tokens, weights = jax.lax.while_loop(
       lambda c: (c[0] < max_len) & ~jnp.all(c[3]), body, init)
-  return _finish(tokens, weights, score, eos, pad)
+  return _finish(tokens, model.token_attention(weights), score, eos, pad)
 
 
 def _tile(tree, K: int):
@@ -142,4 +142,4 @@ def beam_search(model, params, source, source_lengths, *, beam_size: int, max_le
   final = logp / length_penalty(length, alpha) + coverage_penalty(coverage, source_mask, beta)
   best = jnp.argmax(final, axis=1)  # [B]
   pick = lambda a: jnp.take_along_axis(a, best.reshape(B, *([1] * (a.ndim - 1))), axis=1)[:, 0]
-  return _finish(pick(seqs), pick(attn), pick(final), eos, pad)
+  return _finish(pick(seqs), model.token_attention(pick(attn)), pick(final), eos, pad)

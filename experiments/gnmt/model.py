@@ -13,7 +13,9 @@ Decoder, one step (y_{t-1} the previous target token, a the attention context):
     a_t, α_t    = attention(query=h^0_t, memory)      # from the bottom layer's output
     h^l_t       = LSTM_l([h^{l-1}_t; a*]) (+ h^{l-1}_t for l >= residual_from)
                   a* = a_{t-1} for "gnmt" (the paper: upper layers see the context computed
-                  from the bottom layer's previous output), a_t for "gnmt_v2" (tensorflow/nmt)
+                  from the bottom layer's previous output), a_t for "gnmt_v2" (tensorflow/nmt);
+                  so under "gnmt" α_t only reaches y_{t+1} (`token_attention` gives each
+                  output token the attention that fed it: what decoding returns and plots)
     p(y_t)      = softmax(W h^{L-1}_t + b)
 
 Training runs the decoder layer by layer rather than step by step: a scan over
@@ -125,7 +127,10 @@ class GNMT:
 
   # -- decoder, whole target at once (training, teacher forcing) ----------------------
   def decode_train(self, params, encoded: Encoded, target_in, *, training=False, key=None):
-    """`target_in [B, U]` ids (starting with BOS) -> logits `[B, U, V]`, weights `[B, U, S]`."""
+    """`target_in [B, U]` ids (starting with BOS) -> logits `[B, U, V]`, weights `[B, U, S]`.
+
+    `weights[:, t]` is α_t, computed at step t (`token_attention` says which token it fed).
+    """
     c, H = self.config, self.H
     B, U = target_in.shape
     keys = list(jax.random.split(key, c.num_layers + 2)) if key is not None else [None] * (c.num_layers + 2)
@@ -162,6 +167,22 @@ class GNMT:
       h = y + h if self._residual(l) else y
     logits = drop(keys[-1], h) @ params["w_out"] + params["b_out"]  # [B, U, V]
     return logits, weights
+
+  def token_attention(self, step_weights: Array) -> Array:
+    """The attention that fed each output token, from the one computed at each step.
+
+    Args:
+      step_weights: `[..., U, S]`, row t the weights α_t computed at decoding step t.
+
+    Returns:
+      `[..., U, S]`, row u the weights of the context that output token u's upper
+      layers read: α_u for "gnmt_v2"; α_{u-1} for "gnmt" (α_u there only reaches token
+      u + 1), and zeros for its token 0, which read the zero initial context.
+    """
+    if self.config.attention_architecture == "gnmt_v2":
+      return step_weights
+    first = jnp.zeros_like(step_weights[..., :1, :])
+    return jnp.concatenate([first, step_weights[..., :-1, :]], axis=-2)
 
   def _residual(self, l: int) -> bool:
     return self.residual_from is not None and l >= self.residual_from

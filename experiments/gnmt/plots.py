@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def attention_heatmap(weights, source_tokens, output_tokens, path: str, title: str = "") -> None:
-  """`weights [U, S]`: row u is the attention of output token u over the source tokens."""
+  """`weights [U, S]`: row u is the attention that fed output token u (`Decoded.weights`)."""
   U, S = len(output_tokens), len(source_tokens)
   weights = weights[:U, :S]
   fig, ax = plt.subplots(figsize=(max(4, 0.35 * S + 2), max(3, 0.3 * U + 1.5)))
