@@ -158,3 +158,67 @@ def test_decoded_attention_is_the_one_that_fed_each_token(architecture, beam_siz
       np.testing.assert_allclose(weights[b, u], expected, rtol=1e-5, atol=1e-6)
       # The row, applied to the memory, is the context token u's upper layers read.
       np.testing.assert_allclose(weights[b, u] @ values[b], upper[b, u], rtol=1e-4, atol=1e-5)
+
+
+# -- 4. language tokens only the code inserts ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def numbers_corpus():
+  config = _config(num_train_sentences=300, num_eval_sentences=5, vocab_size=200)
+  return config, data.load(config)
+
+
+def _old_tokenizer_proto(corpus, config) -> bytes:
+  """The tokenizer as trained before the fix: `<2xx>` as user-defined symbols."""
+  import io
+  import sentencepiece as spm
+  seen, lines = set(), []
+  for (src, tgt), (src_lines, tgt_lines) in corpus.splits["train"].items():
+    for lang, lang_lines in ((src, src_lines), (tgt, tgt_lines)):
+      if lang not in seen:
+        seen.add(lang)
+        lines.extend(line for line in lang_lines if line.strip())
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(lines), model_writer=model, vocab_size=config.vocab_size,
+      model_type=config.spm_model_type, character_coverage=1.0, pad_id=data.PAD,
+      unk_id=data.UNK, bos_id=data.BOS, eos_id=data.EOS,
+      user_defined_symbols=[f"<2{l}>" for l in corpus.languages], input_sentence_size=0,
+      shuffle_input_sentence=False, num_threads=1, minloglevel=2)
+  return model.getvalue()
+
+
+RAW = ["the <2fr> seventy", "<2de>", "one<2es>two", "<2en> <2fr><2de>", "seven ; <2xx> ; <2>"]
+
+
+def test_typed_language_tokens_are_plain_text(numbers_corpus, tmp_path):
+  config, corpus = numbers_corpus
+  tokenizer = data.train_tokenizer(corpus, config)
+  # Ids kept: the language tokens follow pad, unk, bos, eos, in the corpus' order.
+  assert [tokenizer.lang_ids[l] for l in corpus.languages] == list(range(4, 8))
+  lang_ids = set(tokenizer.lang_ids.values())
+  for text in RAW:
+    assert not lang_ids & set(tokenizer.sp.encode(text)), text
+    ids, _ = tokenizer.encode_source(text, "de", config.max_source_len)
+    assert ids[0] == tokenizer.lang_ids["de"] and not lang_ids & set(ids[1:]), text
+  # The code's own sources still start with the target's token, and only there.
+  for (src, tgt), pairs in corpus.splits["train"].items():
+    examples, _ = data.encode_pairs(tokenizer, {(src, tgt): pairs}, config)
+    assert all(s[0] == tokenizer.lang_ids[tgt] for s in examples.source)
+    assert not any(lang_ids & set(s[1:]) for s in examples.source)
+    assert not any(lang_ids & set(t) for t in examples.target)
+  # A workdir's tokenizer from before the fix loads with the same ids and the same
+  # pieces for ordinary text, and no longer matches typed tokens.
+  old = _old_tokenizer_proto(corpus, config)
+  with open(tmp_path / "spm.model", "wb") as f:
+    f.write(old)
+  loaded = data.tokenizer_for(str(tmp_path), corpus, config)
+  assert loaded.lang_ids == tokenizer.lang_ids
+  for text in RAW:
+    assert not lang_ids & set(loaded.sp.encode(text)), text
+  plain = data.Tokenizer(old, corpus.languages)
+  assert [plain.sp.id_to_piece(i) for i in range(plain.vocab_size)] == [
+      tokenizer.sp.id_to_piece(i) for i in range(tokenizer.vocab_size)]
+  lines = corpus.splits["train"][("en", "de")][0][:100] + corpus.splits["train"][("de", "en")][0][:100]
+  assert [tokenizer.sp.encode(s) for s in lines] == [loaded.sp.encode(s) for s in lines]

@@ -7,9 +7,11 @@ trained on every training line of every language (all lines, no sampling:
 that makes it reproducible) and saved as `workdir/spm.model`; a resumed run
 or the translate mode loads it.
 
-Ids: 0 pad, 1 unk, 2 bos, 3 eos, then one `<2xx>` token per language. A
-source is `[<2tgt>] + pieces + [eos]` (Johnson et al. 2017: the token names
-the target language), a target `[bos] + pieces` in and `pieces + [eos]` out.
+Ids: 0 pad, 1 unk, 2 bos, 3 eos, then one `<2xx>` token per language, a
+sentencepiece control symbol: `encode` never produces it (a "<2fr>" typed in
+the input is plain text), only the code inserts it, by id. A source is
+`[<2tgt>] + pieces + [eos]` (Johnson et al. 2017: the token names the target
+language), a target `[bos] + pieces` in and `pieces + [eos]` out.
 Longer sentences are truncated to `max_source_len` / `max_target_len`; the
 number truncated is printed.
 """
@@ -96,10 +98,30 @@ def _read_lines(path: str) -> list[str]:
   return lines
 
 
+def _language_tokens_as_control(model_proto: bytes, languages) -> bytes:
+  """The model with its `<2xx>` pieces made control symbols, ids unchanged.
+
+  Models trained before they were control symbols hold them as user-defined
+  symbols, which sentencepiece matches inside raw text: a typed "<2fr>" became
+  the language token. A control symbol is never produced by `encode`; only the
+  code inserts it, by id. Ordinary text encodes as before.
+  """
+  from sentencepiece import sentencepiece_model_pb2
+  model = sentencepiece_model_pb2.ModelProto()
+  model.ParseFromString(model_proto)
+  names = {f"<2{l}>" for l in languages}
+  changed = False
+  for piece in model.pieces:
+    if piece.piece in names and piece.type != piece.CONTROL:
+      piece.type, changed = piece.CONTROL, True
+  return model.SerializeToString() if changed else model_proto
+
+
 class Tokenizer:
-  """The shared sentencepiece model plus one `<2xx>` token per language."""
+  """The shared sentencepiece model plus one `<2xx>` control symbol per language."""
 
   def __init__(self, model_proto: bytes, languages):
+    model_proto = _language_tokens_as_control(model_proto, languages)
     self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
     self.model_proto = model_proto
     self.languages = tuple(languages)
@@ -145,7 +167,7 @@ def train_tokenizer(corpus: Corpus, config) -> Tokenizer:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines), model_writer=model, vocab_size=config.vocab_size,
         model_type=config.spm_model_type, character_coverage=1.0, pad_id=PAD, unk_id=UNK,
-        bos_id=BOS, eos_id=EOS, user_defined_symbols=[f"<2{l}>" for l in corpus.languages],
+        bos_id=BOS, eos_id=EOS, control_symbols=[f"<2{l}>" for l in corpus.languages],
         input_sentence_size=0, shuffle_input_sentence=False, num_threads=1, minloglevel=2)
   except RuntimeError as e:
     raise UserError(f"--vocab_size={config.vocab_size}: sentencepiece failed ({e}); the "
