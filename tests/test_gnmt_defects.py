@@ -222,3 +222,53 @@ def test_typed_language_tokens_are_plain_text(numbers_corpus, tmp_path):
       tokenizer.sp.id_to_piece(i) for i in range(tokenizer.vocab_size)]
   lines = corpus.splits["train"][("en", "de")][0][:100] + corpus.splits["train"][("de", "en")][0][:100]
   assert [tokenizer.sp.encode(s) for s in lines] == [loaded.sp.encode(s) for s in lines]
+
+
+# -- 5. tensorflow/nmt's wmt16_gnmt_8_layer ------------------------------------------------
+
+
+def test_wmt_flagfile_is_tensorflow_nmt_wmt16_gnmt_8_layer():
+  config = common.config_from_flagfile(
+      GNMTConfig, "experiments/flagfiles/gnmt/wmt14_gnmt_8layer.flags", root=REPO)
+  train_lib.check_config(config)
+  # nmt/standard_hparams/wmt16_gnmt_8_layer.json, and nmt.py's defaults for what it leaves out.
+  expected = dict(hidden_size=1024, num_layers=8, bidirectional_bottom=True, residual_from=2,
+                  attention="normed_bahdanau", attention_architecture="gnmt_v2",
+                  pass_hidden_state=True, dropout=0.2, optimizer="sgd", learning_rate=1.0,
+                  max_grad_norm=5.0, warmup_steps=0, decay_scheme="luong10",
+                  train_steps=340000, batch_size=128, beam_size=10, length_penalty=1.0,
+                  coverage_penalty=0.0, label_smoothing=0.0, loss_normalization="sentences")
+  assert {k: getattr(config, k) for k in expected} == expected
+  main_job = common.config_from_flagfile(
+      GNMTConfig, "experiments/flagfiles/gnmt/tiny_cpu.flags", root=REPO)
+  assert main_job.loss_normalization == "tokens" and main_job.decay_scheme == ""
+
+
+@pytest.mark.parametrize("normalization", ["tokens", "sentences"])
+def test_loss_normalization(normalization):
+  """The training loss: summed token cross-entropy over tokens or over sentences (B)."""
+  config = _config(num_layers=2, label_smoothing=0.0, loss_normalization=normalization)
+  model = model_lib.GNMT(config, V)
+  params = model.init(jax.random.key(2))
+  rng = np.random.default_rng(3)
+  source, lengths = _source()
+  target_lengths = np.array([U, 3, 1], np.int32)
+  target_out = rng.integers(4, V, (B, U)).astype(np.int32)
+  target_out[np.arange(U)[None, :] >= target_lengths[:, None]] = 0
+  target_in = np.concatenate([np.full((B, 1), data.BOS, np.int32), target_out[:, :-1]], 1)
+  batch = {"source": source, "source_lengths": lengths, "target_in": jnp.asarray(target_in),
+           "target_out": jnp.asarray(target_out), "target_lengths": jnp.asarray(target_lengths)}
+  loss, (_, metrics) = train_lib.make_loss_fn(config, model)(params, {}, batch, jax.random.key(0))
+  logits, _ = model.decode_train(params, model.encode(params, source, lengths), batch["target_in"])
+  log_probs = np.asarray(jax.nn.log_softmax(logits))
+  summed = -sum(log_probs[b, u, target_out[b, u]] for b in range(B)
+                for u in range(target_lengths[b]))
+  expected = summed / (B if normalization == "sentences" else target_lengths.sum())
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+  # The logged per-token figures do not depend on the normalisation.
+  np.testing.assert_allclose(float(metrics["nll"]), summed / target_lengths.sum(), rtol=1e-5)
+
+
+def test_unknown_loss_normalization_is_refused():
+  with pytest.raises(common.UserError, match="--loss_normalization"):
+    train_lib.check_config(_config(loss_normalization="words"))

@@ -54,6 +54,9 @@ class GNMTConfig(RunConfig):
                             "luong10 (every tenth of the last half) or luong5 (every fifth "
                             "of the last half); constant before the first halving.")
   max_grad_norm: float = field(5.0, "Clip the gradient's global norm (0: no clipping).")
+  loss_normalization: str = field("tokens", "Divide the batch's summed token cross-entropy "
+                                  "by its target tokens (tokens), or by its sentences "
+                                  "(sentences: tensorflow/nmt, whose SGD rate of 1.0 assumes it).")
   batch_size: int = field(64, "Sentence pairs per step.")
   train_steps: int = field(3000, "Training steps (--max_steps overrides).")
   beam_size: int = field(4, "Beam size for evaluation; 0 decodes greedily.")

@@ -73,7 +73,10 @@ def make_loss_fn(config, model):
     ce = optax.softmax_cross_entropy(logits, smoothed)  # [B, U]
     nll = optax.softmax_cross_entropy(logits, labels)
     tokens = jnp.maximum(mask.sum(), 1.0)
-    loss = jnp.sum(ce * mask) / tokens
+    if config.loss_normalization == "sentences":  # tensorflow/nmt: summed loss / batch size
+      loss = jnp.sum(ce * mask) / logits.shape[0]
+    else:
+      loss = jnp.sum(ce * mask) / tokens
     accuracy = jnp.sum((jnp.argmax(logits, -1) == batch["target_out"]) * mask) / tokens
     return loss, (extra, {"nll": jnp.sum(nll * mask) / tokens, "accuracy": accuracy})
 
@@ -92,6 +95,9 @@ def check_config(config) -> None:
   if config.decay_scheme and config.decay_scheme not in DECAY_SCHEMES:
     raise UserError(f"--decay_scheme: expected '' or one of {', '.join(DECAY_SCHEMES)}, got "
                     f"{config.decay_scheme!r}")
+  if config.loss_normalization not in ("tokens", "sentences"):
+    raise UserError(f"--loss_normalization: expected tokens or sentences, got "
+                    f"{config.loss_normalization!r}")
   if config.mode not in ("train", "translate"):
     raise UserError(f"--mode: expected train or translate, got {config.mode!r}")
   from experiments.gnmt import attention
