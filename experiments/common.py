@@ -221,6 +221,9 @@ def _show(value) -> str:
 def check_config_record(workdir: str, experiment: str, config, *, force: bool = False) -> None:
   """Compares `config` with the one `workdir/config.json` records; records it.
 
+  A field the record lacks (added to the config since) counts as having had its
+  default; a field the config lacks (removed since) is ignored.
+
   Raises:
     UserError: a field that changes results differs (the message names each
       one, old and new value), unless `force`; then the change is recorded in
@@ -240,12 +243,15 @@ def check_config_record(workdir: str, experiment: str, config, *, force: bool = 
   if record is None:
     record = {"experiment": experiment, "created": now, "changes": []}
   else:
-    old = record.get("fingerprinted", {})
-    differ = [k for k in sorted(set(old) | set(values))
-              if _show(old.get(k, "<absent>")) != _show(values.get(k, "<absent>"))]
+    old = dict(record.get("fingerprinted", {}))
+    for f in dataclasses.fields(config):  # a field added since ran as its default did
+      if f.name in values and f.name not in old:
+        old[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    differ = [k for k in sorted(values)  # a field removed since cannot be set any more
+              if _show(old.get(k)) != _show(values[k])]
     if differ:
-      listing = ", ".join(f"--{k}={_show(old.get(k, '<absent>'))} (now "
-                          f"{_show(values.get(k, '<absent>'))})" for k in differ)
+      listing = ", ".join(f"--{k}={_show(old.get(k))} (now {_show(values[k])})"
+                          for k in differ)
       if not force:
         raise UserError(
             f"--workdir={workdir} was trained with other flags: {listing}; rerun with the "

@@ -9,6 +9,7 @@ with an uninterrupted run's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -239,6 +240,15 @@ def test_changed_flags_are_refused_naming_them_and_forcing_is_recorded(tmp_path)
   assert "max_steps" not in record["fingerprinted"]
   assert set(common.may_change_flags(LongRangeConfig)) >= {
       "max_steps", "eval_every", "log_every", "checkpoint_every", "progress"}
+  # A field added to the config since the workdir was written ran as its default: a
+  # record without it (an older run) accepts the default and refuses anything else.
+  del record["fingerprinted"]["forget_bias"]
+  (tmp_path / "config.json").write_text(json.dumps(record))
+  common.prepare_workdir("long_range", changed, str(tmp_path), force_config_change=False)
+  (tmp_path / "config.json").write_text(json.dumps(record))
+  with pytest.raises(common.UserError, match=r"--forget_bias=1.0 \(now 2.0\)"):
+    common.prepare_workdir("long_range", dataclasses.replace(changed, forget_bias=2.0),
+                           str(tmp_path), force_config_change=False)
 
 
 def test_the_workdir_lock_is_taken_over_from_a_dead_holder(tmp_path):
