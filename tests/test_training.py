@@ -60,7 +60,7 @@ def test_fit_resumes_exactly(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
-  with pytest.raises(training.NonFiniteLossError, match=r"loss is nan at step 8.*step 5"):
+  with pytest.raises(training.NonFiniteError, match=r"not finite at step 8 \(loss nan.*step 5"):
     _fit(str(tmp_path), 20, nan_at_step=7)
   checkpointer = training.Checkpointer(str(tmp_path), "toy")
   assert checkpointer.steps() == [5]
