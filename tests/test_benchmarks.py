@@ -6,6 +6,7 @@ flags, JSON) and that its checks hold, e.g. that `ab_kernel`'s two kernels agree
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,7 +40,20 @@ def test_rnn_benchmark_times_every_implementation(tmp_path):
     assert {r["implementation"] for r in rows} == implementations | extra, cell
     assert all(r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in rows)
     torch_row, = (r for r in rows if r["implementation"] == "torch")
-    assert torch_row["fwd_bwd_vs_torch"] == pytest.approx(1.0)
+    assert all(0 < torch_row[k] < math.inf for k in ("fwd_ms", "fwd_bwd_ms")), torch_row
+    for r in rows:  # "vs torch" is each row's time over torch's, forward and forward+backward
+      assert (r["B"], r["H"], r["T"]) == (4, 8, 5), r
+      for kind in ("fwd", "fwd_bwd"):
+        assert r[f"{kind}_vs_torch"] == pytest.approx(r[f"{kind}_ms"] / torch_row[f"{kind}_ms"],
+                                                      rel=1e-9), (r, torch_row)
+        # Matmul FLOPs: 2 B T (D + H) G H forward (D = H, G gates), three times that with the
+        # backward pass.
+        flops = 2 * 4 * 5 * (8 + 8) * {"lstm": 4, "gru": 3}[cell] * 8
+        flops *= 3 if kind == "fwd_bwd" else 1
+        assert r[f"{kind}_gflops"] == pytest.approx(flops / (r[f"{kind}_ms"] / 1e3) / 1e9,
+                                                    rel=1e-9), r
+    # Against torch, not against itself: the rows' times differ, and so do their ratios.
+    assert len({r["fwd_bwd_vs_torch"] for r in rows}) > 1, rows
   assert set(results["compile_s"]["lstm rnn_jax/fused"]) == {"5", "10"}
 
 
