@@ -219,11 +219,16 @@ def _run(*args):
 
 def test_cli_adding_end_to_end(tmp_path):
   out = _run("--flagfile=experiments/flagfiles/long_range/adding_lstm_t100.flags",
-             "--seq_len=8", "--hidden_size=8", "--max_steps=30", "--num_valid=50",
-             "--num_test=50", "--progress=false", f"--workdir={tmp_path}")
+             "--seq_len=8", "--hidden_size=8", "--max_steps=200", "--learning_rate=1e-2",
+             "--num_valid=50", "--num_test=50", "--progress=false", f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.load(open(tmp_path / "results.json"))
-  assert results["step"] == 30 and 0.0 < results["test_mse"] < 1.0
+  assert results["step"] == 200
+  # The best constant for the run's own test set, in hindsight: its targets' variance (0.145;
+  # 1/6 in expectation). Measured test MSE 0.0046, 0.0072, 0.0050 on seeds 0-2, against
+  # 0.145, 0.142, 0.121; 30 steps at the flagfile's rate 1e-3 gave 0.69, worse than a constant.
+  test_targets = tasks.adding(tasks.rng_for(0, "test"), 50, 8)["targets"]
+  assert 0.0 < results["test_mse"] < 0.25 * np.var(test_targets), results
   assert os.path.getsize(tmp_path / "gradient_norms.png") > 0
   curves = json.load(open(tmp_path / "gradient_norms.json"))
   assert all(len(c) == 8 for c in curves.values())
