@@ -62,6 +62,20 @@ class GNMTConfig(RunConfig):
   beam_size: int = field(4, "Beam size for evaluation; 0 decodes greedily.")
   length_penalty: float = field(0.6, "GNMT's alpha: lp = ((5 + |Y|) / 6)^alpha.")
   coverage_penalty: float = field(0.0, "GNMT's beta for the coverage penalty.")
+  decode_length_ratio: float = field(0.0, "Decode a sentence for at most round(ratio * its "
+                                     "source pieces) steps, capped by --max_target_len "
+                                     "(tensorflow/nmt: 2.0, from the batch's longest source); "
+                                     "0: --max_target_len for every sentence. An output that "
+                                     "reaches its limit without EOS is cut: a warning, and "
+                                     "results.json's cut/<src>-<tgt> counts them.")
+  test_params: str = field("last", "Params tested at the end (and used by translate mode): "
+                           "last (the final step), best (workdir/best/: the evaluated step "
+                           "with the best valid/bleu/mean_supervised) or average (the mean "
+                           "of the last --average_last checkpoints). results.json's "
+                           "test_params and test_params_steps say which.", may_change=True)
+  average_last: int = field(0, "Keep the last N checkpoints (at least 3), so that "
+                            "--test_params=average can average their params.",
+                            may_change=True)
   temperature: float = field(0.0, "translate: > 0 samples with this temperature instead of "
                              "beam search.", may_change=True)
   eval_batch_size: int = field(100, "Sentences per decoding batch.", may_change=True)

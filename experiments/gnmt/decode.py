@@ -13,6 +13,12 @@ penalty counts for hypotheses finished at an earlier step; the final choice
 applies both penalties to every hypothesis. With one beam this is exactly
 greedy decoding: at each step the candidates of the live beam share the
 length and the coverage, so they are ranked by the token's log-probability.
+
+Every decoder takes `max_len`, the length of its output buffer (`[B, max_len]`),
+and optionally `max_lengths [B]`, a limit per sentence (`decoding_limits`):
+row b stops after `max_lengths[b]` steps, as if decoded alone with `max_len =
+max_lengths[b]`, so no output depends on the other rows of its batch. An
+output that reaches its limit without EOS is cut: its length equals the limit.
 """
 
 from __future__ import annotations
@@ -21,8 +27,35 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
+
+
+def decoding_limits(source_lengths, ratio: float, cap: int) -> np.ndarray:
+  """Decoding steps allowed per sentence: `[B]` source lengths -> `[B]` limits.
+
+  tensorflow/nmt (nmt/model.py, `_get_infer_maximum_iterations`) decodes for at
+  most `round(2.0 * max source length)` steps when `tgt_max_len_infer` is unset;
+  here `ratio` (`--decode_length_ratio`) replaces its 2.0 and the limit is each
+  sentence's own, not its batch's longest: `round(ratio * pieces)` with `pieces`
+  the source's sentencepiece tokens (its `<2xx>` token and EOS not counted), at
+  least 1 and at most `cap` (`--max_target_len`, the output buffer). A ratio of 0
+  gives `cap` to every sentence.
+
+  Args:
+    source_lengths: `[B]` lengths of the encoded sources, `<2xx>` and EOS included.
+    ratio: decoding steps per source piece; 0 for the fixed cap.
+    cap: the most steps any sentence gets.
+
+  Returns:
+    `[B]` int32 limits.
+  """
+  source_lengths = np.asarray(source_lengths)
+  if ratio <= 0:
+    return np.full(source_lengths.shape, cap, np.int32)
+  pieces = np.maximum(source_lengths - 2, 0)
+  return np.clip(np.rint(ratio * pieces), 1, cap).astype(np.int32)  # rint: tf.round's halves
 
 
 def length_penalty(length: Array, alpha: float) -> Array:
@@ -38,7 +71,7 @@ def coverage_penalty(coverage: Array, source_mask: Array, beta: float) -> Array:
 
 class Decoded(NamedTuple):
   tokens: Array    # [B, U] ids, EOS and what follows it replaced by padding (0)
-  lengths: Array   # [B] tokens before EOS
+  lengths: Array   # [B] tokens before EOS (the row's limit when it was cut)
   weights: Array   # [B, U, S] row u: the attention that fed output token u (model.token_attention)
   scores: Array    # [B] the hypothesis' score (log-prob for greedy / sampling)
 
@@ -51,12 +84,24 @@ def _finish(tokens, weights, scores, eos: int, pad: int) -> Decoded:
   return Decoded(jnp.where(seen, pad, tokens), lengths, weights, scores)
 
 
+def _limits(max_lengths, B: int, max_len: int) -> Array:
+  """`[B]` steps per row: `max_lengths` within [1, max_len], or `max_len` for every row."""
+  if max_lengths is None:
+    return jnp.full((B,), max_len, jnp.int32)
+  return jnp.clip(jnp.asarray(max_lengths, jnp.int32), 1, max_len)
+
+
 def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos: int,
-                     eos: int, pad: int = 0, temperature: float = 0.0, key=None) -> Decoded:
-  """Greedy decoding (`temperature == 0`) or ancestral sampling from softmax(logits / T)."""
+                     eos: int, pad: int = 0, temperature: float = 0.0, key=None,
+                     max_lengths=None) -> Decoded:
+  """Greedy decoding (`temperature == 0`) or ancestral sampling from softmax(logits / T).
+
+  Row b stops at EOS or after `max_lengths[b]` steps (default `max_len`).
+  """
   if temperature > 0 and key is None:
     raise ValueError("key: sampling needs a PRNG key")
   B = source.shape[0]
+  limit = _limits(max_lengths, B, max_len)
   encoded = model.encode(params, source, source_lengths)
   state = model.initial_decoder_state(encoded)
 
@@ -71,7 +116,8 @@ def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos
     score = score + jnp.where(done, 0.0, jnp.take_along_axis(log_probs, nxt[:, None], 1)[:, 0])
     out = out.at[:, t].set(nxt)
     attn = attn.at[:, t].set(weights)
-    return t + 1, state, nxt, done | (nxt == eos), score, out, attn
+    # A row at its limit is done: what follows stays EOS, so its length is the limit.
+    return t + 1, state, nxt, done | (nxt == eos) | (t + 1 >= limit), score, out, attn
 
   S = source.shape[1]
   init = (jnp.int32(0), state, jnp.full((B,), bos, jnp.int32), jnp.zeros((B,), bool),
@@ -89,10 +135,16 @@ def _tile(tree, K: int):
 
 def beam_search(model, params, source, source_lengths, *, beam_size: int, max_len: int,
                 bos: int, eos: int, pad: int = 0, alpha: float = 0.0,
-                beta: float = 0.0) -> Decoded:
-  """Batched beam search with GNMT's length and coverage penalties (module docstring)."""
+                beta: float = 0.0, max_lengths=None) -> Decoded:
+  """Batched beam search with GNMT's length and coverage penalties (module docstring).
+
+  After `max_lengths[b]` steps (default `max_len`) every hypothesis of row b is
+  finished as it stands, as when the loop ends at `max_len`: the final choice
+  ranks them with both penalties.
+  """
   B, S = source.shape
   K = beam_size
+  limit = _limits(max_lengths, B, max_len)
   encoded = model.encode(params, source, source_lengths)
   memory = _tile(encoded.memory, K)  # [B*K, S, ...]
   source_mask = encoded.memory.mask[:, None, :]  # [B, 1, S]
@@ -118,7 +170,7 @@ def beam_search(model, params, source, source_lengths, *, beam_size: int, max_le
     _, index = jax.lax.top_k(scores.reshape(B, K * V), K)  # [B, K]
     parent, token = index // V, index % V
     logp = jnp.take_along_axis(cand_logp.reshape(B, K * V), index, axis=1)
-    finished = gather(finished, parent) | (token == eos)
+    finished = gather(finished, parent) | (token == eos) | (t + 1 >= limit)[:, None]
     length, coverage = gather(cand_length, parent), gather(cand_coverage, parent)
     seqs = gather(seqs, parent).at[:, :, t].set(token)
     attn = gather(attn, parent).at[:, :, t].set(gather(weights, parent))

@@ -6,16 +6,20 @@ import functools
 import os
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import sacrebleu
+from tqdm import tqdm
 
 from experiments.common import UserError
+from experiments.gnmt import checkpoints as checkpoints_lib
 from experiments.gnmt import data as data_lib
 from experiments.gnmt import decode as decode_lib
+from experiments.gnmt import langid
 from experiments.gnmt import model as model_lib
 from experiments.gnmt import plots
 from rnn_jax import training
@@ -98,6 +102,23 @@ def check_config(config) -> None:
   if config.loss_normalization not in ("tokens", "sentences"):
     raise UserError(f"--loss_normalization: expected tokens or sentences, got "
                     f"{config.loss_normalization!r}")
+  if config.decode_length_ratio < 0:
+    raise UserError(f"--decode_length_ratio: expected 0 (the fixed --max_target_len) or a "
+                    f"positive ratio, got {config.decode_length_ratio}")
+  if config.test_params not in checkpoints_lib.CHOICES:
+    raise UserError(f"--test_params: expected one of {', '.join(checkpoints_lib.CHOICES)}, "
+                    f"got {config.test_params!r}")
+  if config.average_last < 0:
+    raise UserError(f"--average_last: expected 0 or more, got {config.average_last}")
+  if config.test_params == "average" and config.average_last < 1:
+    raise UserError("--test_params=average needs --average_last=N, the checkpoints to average")
+  if config.average_last:
+    num_steps = config.max_steps if config.max_steps > 0 else config.train_steps
+    scheduled = checkpoints_lib.checkpoint_steps(num_steps, config.checkpoint_every)
+    if len(scheduled) < config.average_last:
+      raise UserError(f"--average_last={config.average_last}: {num_steps} steps with "
+                      f"--checkpoint_every={config.checkpoint_every} write only "
+                      f"{len(scheduled)} checkpoint(s); checkpoint more often or average fewer")
   if config.mode not in ("train", "translate"):
     raise UserError(f"--mode: expected train or translate, got {config.mode!r}")
   from experiments.gnmt import attention
@@ -111,11 +132,27 @@ def check_config(config) -> None:
                     "bi-directional layer) to match the decoder's H")
 
 
-class Translator:
-  """Batched, jitted decoding of text into a target language."""
+class Translations(NamedTuple):
+  texts: list        # the outputs, in the order of the sources
+  cut: list          # whether each output reached its decoding limit without EOS
+  limits: list       # each sentence's decoding limit (`decode.decoding_limits`)
+  details: list      # (source ids, output ids, attention [rows, S]) per sentence
 
-  def __init__(self, config, model, tokenizer: data_lib.Tokenizer):
+
+class Translator:
+  """Batched, jitted, data-parallel decoding of text into a target language.
+
+  Sentences are sorted by source length (longest first) and decoded in batches
+  of `--eval_batch_size` (rounded up to a multiple of the devices), each split
+  over the mesh's "data" axis as training batches are; outputs come back in the
+  input order. Each sentence decodes for at most its own limit
+  (`decode.decoding_limits`), so its output does not depend on the other
+  sentences of its batch, on the order, or on the number of devices.
+  """
+
+  def __init__(self, config, model, tokenizer: data_lib.Tokenizer, mesh=None):
     self.config, self.model, self.tokenizer = config, model, tokenizer
+    self.mesh = mesh if mesh is not None else training.data_mesh(config.num_devices or None)
     kwargs = dict(max_len=config.max_target_len, bos=data_lib.BOS, eos=data_lib.EOS)
     if config.temperature > 0:
       self._decode = jax.jit(functools.partial(decode_lib.greedy_or_sample, model,
@@ -127,40 +164,86 @@ class Translator:
     else:
       self._decode = jax.jit(functools.partial(decode_lib.greedy_or_sample, model, **kwargs))
 
-  def __call__(self, params, sources: list[str], target_lang: str, key=None):
-    """Translates `sources`; returns (texts, decoded batches with their source ids)."""
-    texts, details = [], []
-    n = self.config.eval_batch_size
-    for lo in range(0, len(sources), n):
-      chunk = sources[lo:lo + n]
-      ids = [self.tokenizer.encode_source(s, target_lang, self.config.max_source_len)[0]
-             for s in chunk]
-      rows = ids + [ids[0]] * (n - len(ids))  # constant shapes: pad the last batch
-      source = data_lib.pad(rows, self.config.max_source_len)  # one shape, one compile
-      lengths = np.array([len(r) for r in rows], np.int32)
-      extra = {} if self.config.temperature <= 0 else {"key": jax.random.fold_in(key, lo)}
-      out = jax.device_get(self._decode(params, source, lengths, **extra))
-      for i in range(len(chunk)):
-        tokens = out.tokens[i, :out.lengths[i]]
-        texts.append(self.tokenizer.decode(tokens))
-        details.append((ids[i], tokens, out.weights[i, :out.lengths[i] + 1, :len(ids[i])]))
-    return texts, details
+  @property
+  def batch_size(self) -> int:
+    """`--eval_batch_size` rounded up to a multiple of the mesh's devices."""
+    d = self.mesh.size
+    return -(-self.config.eval_batch_size // d) * d
+
+  def __call__(self, params, sources: list[str], target_lang: str, key=None) -> Translations:
+    """Translates `sources` into `target_lang`; returns them in the order given."""
+    c = self.config
+    ids = [self.tokenizer.encode_source(s, target_lang, c.max_source_len)[0] for s in sources]
+    limits = decode_lib.decoding_limits([len(i) for i in ids], c.decode_length_ratio,
+                                        c.max_target_len)
+    params = jax.device_put(params, training.parallel.replicated(self.mesh))
+    order = np.argsort([-len(i) for i in ids], kind="stable")  # longest first
+    n = self.batch_size
+    n_proc, proc = jax.process_count(), jax.process_index()
+    mine = slice(proc * n // n_proc, (proc + 1) * n // n_proc)  # this process's rows
+    texts, cut, details = [None] * len(ids), [False] * len(ids), [None] * len(ids)
+    for lo in range(0, len(order), n):
+      index = list(order[lo:lo + n])
+      index += [index[0]] * (n - len(index))  # constant shapes: pad the last batch
+      source = data_lib.pad([ids[i] for i in index], c.max_source_len)  # one shape, one compile
+      batch = {"source": source, "lengths": np.array([len(ids[i]) for i in index], np.int32),
+               "limits": limits[index]}
+      batch = training.place_batch({k: v[mine] for k, v in batch.items()}, self.mesh)
+      extra = {} if c.temperature <= 0 else {"key": jax.random.fold_in(key, lo)}
+      out = _fetch(self._decode(params, batch["source"], batch["lengths"],
+                                max_lengths=batch["limits"], **extra))
+      for row, i in enumerate(index[:min(n, len(order) - lo)]):
+        length = int(out.lengths[row])
+        cut[i] = length >= limits[i]
+        tokens = out.tokens[row, :length]
+        texts[i] = self.tokenizer.decode(tokens)
+        # The rows of the tokens that were written, EOS included unless the output was cut.
+        details[i] = (ids[i], tokens, out.weights[row, :length + (not cut[i]), :len(ids[i])])
+    return Translations(texts, cut, [int(x) for x in limits], details)
+
+
+def _fetch(tree):
+  """A pytree of global arrays as numpy, on every process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
 
 
 def evaluate_directions(config, translator, params, pairs: dict, *, max_sentences: int | None,
-                        plot_dir: str | None = None) -> dict:
-  """BLEU and chrF (sacrebleu, on detokenized text) for every direction of `pairs`."""
+                        plot_dir: str | None = None, identifier=None, label: str = "",
+                        signatures: bool = False) -> dict:
+  """Scores every direction of `pairs` against its references.
+
+  Returns:
+    `bleu/<src>-<tgt>` and `chrf/<src>-<tgt>` (sacrebleu, on detokenized text),
+    `cut/<src>-<tgt>` (outputs that reached their decoding limit without EOS;
+    a warning names the direction), `offtarget/<src>-<tgt>` (percent of outputs
+    not in the target language, by `identifier`, when given), and with
+    `signatures` sacrebleu's `signature/bleu` and `signature/chrf`.
+  """
   metrics = {}
+  bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()  # corpus_bleu's and corpus_chrf's defaults
   for (src, tgt), (src_lines, tgt_lines) in pairs.items():
     keep = [i for i, (s, t) in enumerate(zip(src_lines, tgt_lines)) if s.strip() and t.strip()]
     if max_sentences:
       keep = keep[:max_sentences]
     sources = [src_lines[i] for i in keep]
     references = [tgt_lines[i] for i in keep]
-    hypotheses, details = translator(params, sources, tgt)
+    out = translator(params, sources, tgt)
+    hypotheses, details = out.texts, out.details
     name = f"{src}-{tgt}"
-    metrics[f"bleu/{name}"] = sacrebleu.corpus_bleu(hypotheses, [references]).score
-    metrics[f"chrf/{name}"] = sacrebleu.corpus_chrf(hypotheses, [references]).score
+    metrics[f"bleu/{name}"] = bleu.corpus_score(hypotheses, [references]).score
+    metrics[f"chrf/{name}"] = chrf.corpus_score(hypotheses, [references]).score
+    metrics[f"cut/{name}"] = int(sum(out.cut))
+    if any(out.cut):
+      first = out.cut.index(True)
+      tqdm.write(f"warning: {label + ' ' if label else ''}{name}: {sum(out.cut)} of "
+                 f"{len(sources)} outputs reached their decoding limit without EOS and are "
+                 f"cut (the first: sentence {first + 1}, {out.limits[first]} tokens)",
+                 file=sys.stderr)
+    if identifier is not None:
+      metrics[f"offtarget/{name}"] = langid.offtarget_rate(identifier, hypotheses, tgt)
     if plot_dir:
       os.makedirs(plot_dir, exist_ok=True)
       for i in range(min(config.num_attention_plots, len(details))):
@@ -168,9 +251,12 @@ def evaluate_directions(config, translator, params, pairs: dict, *, max_sentence
         sp = translator.tokenizer.sp
         plots.attention_heatmap(
             weights, [sp.id_to_piece(int(t)) for t in source_ids],
-            [sp.id_to_piece(int(t)) for t in output_ids] + ["</s>"],
+            [sp.id_to_piece(int(t)) for t in output_ids] + ([] if out.cut[i] else ["</s>"]),
             os.path.join(plot_dir, f"attention_{name}_{i}.png"),
             title=f"{name}: {hypotheses[i][:60]}")
+  if signatures and pairs:
+    metrics["signature/bleu"] = str(bleu.get_signature())
+    metrics["signature/chrf"] = str(chrf.get_signature())
   return metrics
 
 
@@ -181,6 +267,8 @@ def _summaries(metrics: dict, supervised, zero_shot) -> dict:
     if values:
       out[f"bleu/mean_{label}"] = float(np.mean(values))
       out[f"chrf/mean_{label}"] = float(np.mean([metrics[f"chrf/{d}"] for d in dirs]))
+      if all(f"offtarget/{d}" in metrics for d in dirs):
+        out[f"offtarget/mean_{label}"] = float(np.mean([metrics[f"offtarget/{d}"] for d in dirs]))
   return out
 
 
@@ -214,13 +302,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f"{len(supervised)} directions ({truncated} truncated), vocabulary "
         f"{tokenizer.vocab_size}, {num_steps} steps, {mesh.size} device(s)", flush=True)
 
-  translator = Translator(config, model, tokenizer)
+  identifier = langid.LanguageIdentifier.fit(langid.training_lines(corpus.splits["train"]))
+  translator = Translator(config, model, tokenizer, mesh)
+  best = checkpoints_lib.BestParams(workdir)
+  if best.record:
+    print(f"Best validation so far: step {best.step}, {best.metric} {best.score:.4g} "
+          f"({best.directory})", flush=True)
 
   def evaluate_valid(state):
     metrics = evaluate_directions(config, translator, state.params, corpus.splits["valid"],
-                                  max_sentences=config.eval_max_sentences)
+                                  max_sentences=config.eval_max_sentences,
+                                  identifier=identifier, label="valid")
     metrics.update(_summaries(metrics, supervised, zero_shot))
-    return {f"valid/{k}": v for k, v in metrics.items()}
+    metrics = {f"valid/{k}": v for k, v in metrics.items()}
+    if checkpoints_lib.BEST_METRIC in metrics:
+      best.update(int(jax.device_get(state.step)), metrics[checkpoints_lib.BEST_METRIC],
+                  state.params)
+    return metrics
 
   state = training.fit(
       workdir=workdir, experiment="gnmt", state=state,
@@ -230,35 +328,61 @@ def train_and_evaluate(config, workdir: str) -> dict:
       eval_every=config.eval_every or 500, checkpoint_every=config.checkpoint_every,
       log_every=config.log_every, mesh=mesh, items_per_step=config.batch_size,
       items_name="sentences", progress=config.progress,
-      skip_nonfinite_updates=config.skip_nonfinite_updates)
+      skip_nonfinite_updates=config.skip_nonfinite_updates,
+      max_to_keep=max(3, config.average_last))
 
-  metrics = evaluate_directions(config, translator, state.params, corpus.splits["test"],
-                                max_sentences=None, plot_dir=os.path.join(workdir, "attention"))
+  params, tested = params_to_test(config, workdir, state, best)
+  metrics = evaluate_directions(config, translator, params, corpus.splits["test"],
+                                max_sentences=None, plot_dir=os.path.join(workdir, "attention"),
+                                identifier=identifier, label="test", signatures=True)
   results = dict(metrics)
   results.update(_summaries(metrics, supervised, zero_shot))
   results.update({"step": int(jax.device_get(state.step)), "zero_shot_directions": zero_shot,
                   "supervised_directions": supervised, "truncated_training_pairs": truncated,
+                  "test_params": config.test_params, "test_params_steps": tested,
                   "wall_time_s": time.time() - start_time})
+  if best.record:
+    results.update({"best_valid_step": best.step, "best_valid_bleu": best.score})
   if jax.process_index() == 0:
     training.metrics.write_results(workdir, results)
-  print("test: " + ", ".join(f"{k} {v:.1f}" for k, v in results.items()
-                             if isinstance(v, float) and k.startswith(("bleu", "chrf"))),
+  print(f"test (--test_params={config.test_params}: step(s) {', '.join(map(str, tested))}): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in results.items()
+                    if isinstance(v, float) and k.startswith(("bleu", "chrf", "offtarget"))),
         flush=True)
   return results
 
 
-def translate(config, workdir: str, lines=None, out=None) -> list[str]:
-  """Translates `lines` (default: --input_file or stdin) with the workdir's latest checkpoint.
+def params_to_test(config, workdir: str, state, best=None) -> tuple[object, list[int]]:
+  """The params `--test_params` chooses, and the step(s) they come from.
 
-  An empty input line gives an empty output line (and a warning); a line longer
-  than `max_source_len` tokens is truncated (and a warning says so).
+  Args:
+    config: the run's config.
+    workdir: the run's directory.
+    state: the final train state (`last`), also the structure the others restore into.
+    best: the run's `checkpoints.BestParams` (default: read from the workdir).
+  """
+  if config.test_params == "best":
+    best = best or checkpoints_lib.BestParams(workdir)
+    return best.restore(state.params), [best.step]
+  if config.test_params == "average":
+    return checkpoints_lib.average_last(workdir, state, config.average_last)
+  return state.params, [int(jax.device_get(state.step))]
+
+
+def translate(config, workdir: str, lines=None, out=None) -> list[str]:
+  """Translates `lines` (default: --input_file or stdin) with the workdir's params.
+
+  The params are `--test_params`'s choice (default: the latest checkpoint). An
+  empty input line gives an empty output line (and a warning); a line longer
+  than `max_source_len` tokens is truncated, and an output that reaches its
+  decoding limit without EOS is cut (a warning says so for each).
   """
   check_config(config)
   if not config.target_lang:
     raise UserError("--target_lang is required in translate mode")
   tokenizer, model, _, state, _, _ = build(config, workdir)
   tokenizer.lang_token(config.target_lang)  # an unknown code fails before any work
-  checkpointer = training.Checkpointer(workdir, "gnmt")
+  checkpointer = training.Checkpointer(workdir, "gnmt", max_to_keep=max(3, config.average_last))
   checkpointer.check_owner()
   restored, meta = checkpointer.restore_latest(state)
   checkpointer.close()
@@ -277,13 +401,21 @@ def translate(config, workdir: str, lines=None, out=None) -> list[str]:
     elif len(tokenizer.sp.encode(line)) + 2 > config_max:
       print(f"warning: line {n} is longer than --max_source_len={config_max} tokens; only its "
             "beginning is translated", file=sys.stderr)
+  params, tested = params_to_test(config, workdir, restored)
+  if config.test_params != "last":
+    print(f"translating with --test_params={config.test_params}: step(s) "
+          f"{', '.join(map(str, tested))}", file=sys.stderr)
   translator = Translator(config, model, tokenizer)
   todo = [i for i, line in enumerate(lines) if line.strip()]
-  texts, _ = translator(restored.params, [lines[i] for i in todo], config.target_lang,
-                        key=jax.random.key(config.seed)) if todo else ([], [])
   outputs = [""] * len(lines)
-  for i, text in zip(todo, texts):
-    outputs[i] = text
+  if todo:
+    done = translator(params, [lines[i] for i in todo], config.target_lang,
+                      key=jax.random.key(config.seed))
+    for i, text, cut, limit in zip(todo, done.texts, done.cut, done.limits):
+      outputs[i] = text
+      if cut:
+        print(f"warning: line {i + 1}: the translation reached its decoding limit of {limit} "
+              "tokens without EOS; it is cut", file=sys.stderr)
   if out is None and config.output_file:
     with open(config.output_file, "w", encoding="utf-8") as f:
       f.write("\n".join(outputs) + "\n")
