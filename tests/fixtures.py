@@ -41,3 +41,10 @@ def write_fake_ptb(root: str, *, train_lines=300, eval_lines=80, vocab=60, seed=
     with open(os.path.join(root, "ptb", f"ptb.{name}.txt"), "w") as f:
       f.write(lines(n))
   return root
+
+
+def gnmt_config(hidden_size: int, vocab_size: int, **overrides):
+  """A GNMT config at a test's size: all 8 + 8 layers kept, no dropout; `overrides` on top."""
+  from experiments.gnmt import GNMTConfig
+  return GNMTConfig(**{"hidden_size": hidden_size, "num_layers": 8, "vocab_size": vocab_size,
+                       "dropout": 0.0, **overrides})

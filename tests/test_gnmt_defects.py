@@ -18,15 +18,14 @@ from experiments import common
 from experiments.gnmt import GNMTConfig, data, decode
 from experiments.gnmt import model as model_lib
 from experiments.gnmt import train as train_lib
+from fixtures import gnmt_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V, H, B, S, U = 23, 8, 3, 7, 5
 
 
 def _config(**kw):
-  defaults = dict(hidden_size=H, num_layers=8, vocab_size=V, dropout=0.0)
-  defaults.update(kw)
-  return GNMTConfig(**defaults)
+  return gnmt_config(H, V, **kw)
 
 
 # -- 1. the luong schedules ----------------------------------------------------------------

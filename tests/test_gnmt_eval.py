@@ -32,15 +32,14 @@ from experiments.gnmt import checkpoints as checkpoints_lib
 from experiments.gnmt import model as model_lib
 from experiments.gnmt import train as train_lib
 from rnn_jax import training
+from fixtures import gnmt_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V, H, B, S = 23, 8, 5, 9
 
 
 def _config(**kw):
-  defaults = dict(hidden_size=H, num_layers=8, vocab_size=V, dropout=0.0)
-  defaults.update(kw)
-  return GNMTConfig(**defaults)
+  return gnmt_config(H, V, **kw)
 
 
 # -- 2. decoding limits ----------------------------------------------------------------------

@@ -19,18 +19,10 @@ import time
 
 import pytest
 
-from test_launch import ENV, launch, read_csv, runs, table_cli, write_sweep
+from test_launch import ENV, _alive, launch, read_csv, runs, table_cli, write_sweep
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; trials die "
                                 "with the launcher on Linux only")
-
-
-def _alive(pid):
-  try:
-    with open(f"/proc/{pid}/stat") as f:
-      return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
-  except (FileNotFoundError, IndexError):
-    return False
 
 
 def _pids(root, name):
