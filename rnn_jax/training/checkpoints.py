@@ -20,8 +20,9 @@ import shutil
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+from rnn_jax.training.state import tree_finite
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ CORRUPT = "corrupt"
 
 def all_finite(tree) -> bool:
   """Whether every floating-point leaf of `tree` is free of NaN and inf (one device sync)."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-  return bool(jax.device_get(jnp.all(jnp.stack(leaves)))) if leaves else True
+  return bool(jax.device_get(tree_finite(tree)))
 
 
 def _abstract(tree):

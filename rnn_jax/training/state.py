@@ -41,7 +41,8 @@ LossFn = Callable[..., tuple[Array, tuple[Any, dict[str, Array]]]]
 FINITE = "finite"   # the metric `make_train_step` adds: 1.0 if the update was applied
 
 
-def _tree_finite(tree) -> Array:
+def tree_finite(tree) -> Array:
+  """A bool scalar: no floating-point leaf of `tree` holds NaN or inf (jit-able)."""
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
             if jnp.issubdtype(x.dtype, jnp.inexact)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -77,7 +78,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
                            extra=extra)
     if guard:
       finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-                & _tree_finite((params, opt_state, extra)))
+                & tree_finite((params, opt_state, extra)))
       # A cond, not a jnp.where per leaf: fused into the update's loops, the where changed
       # their rounding (one ulp of Adam's nu); the cond only picks buffers, so a guarded
       # step gives the same numbers as an unguarded one.
