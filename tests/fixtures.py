@@ -44,7 +44,10 @@ def write_fake_ptb(root: str, *, train_lines=300, eval_lines=80, vocab=60, seed=
 
 
 def gnmt_config(hidden_size: int, vocab_size: int, **overrides):
-  """A GNMT config at a test's size: all 8 + 8 layers kept, no dropout; `overrides` on top."""
+  """A GNMT config at a test's size: all 8 + 8 layers kept, no dropout; `overrides` on top.
+
+  `hidden_size` and `vocab_size` are the test's defaults: an override of either wins.
+  """
   from experiments.gnmt import GNMTConfig
   return GNMTConfig(**{"hidden_size": hidden_size, "num_layers": 8, "vocab_size": vocab_size,
                        "dropout": 0.0, **overrides})

@@ -22,7 +22,7 @@ V, H, B, S, U = 23, 8, 3, 7, 5
 
 
 def _config(**kw):
-  return gnmt_config(H, V, **kw)
+  return gnmt_config(**{"hidden_size": H, "vocab_size": V, **kw})
 
 
 def _batch(seed=0):

@@ -25,7 +25,7 @@ V, H, B, S, U = 23, 8, 3, 7, 5
 
 
 def _config(**kw):
-  return gnmt_config(H, V, **kw)
+  return gnmt_config(**{"hidden_size": H, "vocab_size": V, **kw})
 
 
 # -- 1. the luong schedules ----------------------------------------------------------------

@@ -39,7 +39,7 @@ V, H, B, S = 23, 8, 5, 9
 
 
 def _config(**kw):
-  return gnmt_config(H, V, **kw)
+  return gnmt_config(**{"hidden_size": H, "vocab_size": V, **kw})
 
 
 # -- 2. decoding limits ----------------------------------------------------------------------
