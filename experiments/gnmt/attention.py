@@ -30,7 +30,10 @@ class Memory(NamedTuple):
   mask: jax.Array    # [N, S] bool, True at real source tokens
 
 
-def init(key, kind: str, query_size: int, memory_size: int, attention_size: int):
+def init(key, kind: str, query_size: int, memory_size: int, attention_size: int,
+         scale_init: float = 0.0):
+  """Parameters of `kind`; normed_bahdanau's scale g starts at `scale_init`, or at
+  tensorflow/nmt's 1/sqrt(attention_size) when it is 0."""
   if kind not in TYPES:
     raise ValueError(f"attention: expected one of {TYPES}, got {kind!r}")
   k_q, k_k, k_v = jax.random.split(key, 3)
@@ -40,7 +43,7 @@ def init(key, kind: str, query_size: int, memory_size: int, attention_size: int)
               "w_key": glorot(k_k, (memory_size, attention_size)),
               "v": jax.random.uniform(k_v, (attention_size,), minval=-0.1, maxval=0.1)}
     if kind == "normed_bahdanau":
-      params["g"] = jnp.asarray(1.0 / jnp.sqrt(attention_size))
+      params["g"] = jnp.asarray(scale_init or 1.0 / jnp.sqrt(attention_size), jnp.float32)
       params["b"] = jnp.zeros((attention_size,))
     return params
   if kind == "luong_dot":

@@ -36,10 +36,19 @@ class GNMTConfig(RunConfig):
   attention: str = field("normed_bahdanau", "bahdanau, normed_bahdanau, luong_dot or luong_general.")
   attention_architecture: str = field("gnmt", "gnmt: upper decoder layers read the context of "
                                       "the previous step (the paper); gnmt_v2: of this step.")
+  attention_scale_init: float = field(0.0, "normed_bahdanau: the initial scale g of the scores "
+                                      "(0: tensorflow/nmt's 1/sqrt(attention size)).")
   attention_size: int = field(0, "Bahdanau attention's hidden size (0: hidden_size).")
   input_feeding: bool = field(True, "Feed the previous context to the bottom decoder layer.")
   pass_hidden_state: bool = field(True, "Start each decoder layer from the final state of the "
                                   "encoder layer below it (tensorflow/nmt's default).")
+  decoder_start: str = field("bos", "The decoder's first input: bos, or language (the "
+                             "target-language token <2xx>: the decoder knows the language "
+                             "from its first step, not only through the encoder).")
+  align_loss_weight: float = field(0.0, "Weight of Arivazhagan et al. (2019)'s alignment "
+                                  "loss: the cosine distance between the pooled encodings of "
+                                  "a source and its target sentence (0: off). For zero-shot.")
+  align_pooling: str = field("max", "Pooling over time for --align_loss_weight: max or mean.")
   dropout: float = field(0.0, "Dropout on embeddings, between layers, before the softmax.")
   label_smoothing: float = field(0.1, "Label smoothing of the training loss.")
   init_scale: float = field(0.1, "Output layer uniform in [-s, s].")
@@ -58,6 +67,9 @@ class GNMTConfig(RunConfig):
                                   "by its target tokens (tokens), or by its sentences "
                                   "(sentences: tensorflow/nmt, whose SGD rate of 1.0 assumes it).")
   batch_size: int = field(64, "Sentence pairs per step.")
+  balance_directions: bool = field(False, "Every training batch holds every direction in "
+                                   "proportion to its share of the data (otherwise batches "
+                                   "are random, grouped by length).")
   train_steps: int = field(3000, "Training steps (--max_steps overrides).")
   beam_size: int = field(4, "Beam size for evaluation; 0 decodes greedily.")
   length_penalty: float = field(0.6, "GNMT's alpha: lp = ((5 + |Y|) / 6)^alpha.")

@@ -201,12 +201,13 @@ def _languages_file(workdir: str) -> tuple[str, ...]:
 class Examples(NamedTuple):
   source: list[list[int]]
   target: list[list[int]]
+  direction: tuple = ()  # each pair's direction index (the order of `pairs`); () if unknown
 
 
 def encode_pairs(tokenizer: Tokenizer, pairs: dict, config) -> tuple[Examples, int]:
   """All directions' pairs as id lists; returns them and how many were truncated."""
-  source, target, truncated = [], [], 0
-  for (src, tgt), (src_lines, tgt_lines) in pairs.items():
+  source, target, direction, truncated = [], [], [], 0
+  for d, ((src, tgt), (src_lines, tgt_lines)) in enumerate(pairs.items()):
     for s, t in zip(src_lines, tgt_lines):
       if not s.strip() or not t.strip():
         continue
@@ -215,7 +216,8 @@ def encode_pairs(tokenizer: Tokenizer, pairs: dict, config) -> tuple[Examples, i
       truncated += s_cut or t_cut
       source.append(s_ids)
       target.append(t_ids)
-  return Examples(source, target), truncated
+      direction.append(d)
+  return Examples(source, target, tuple(direction)), truncated
 
 
 def pad(rows: list[list[int]], length: int) -> np.ndarray:
@@ -237,31 +239,59 @@ class Batches:
   the order into windows of 32 batches, sorts each window by length and cuts
   it into batches, then shuffles the batches: every batch holds pairs of
   similar lengths, so little of it is padding, and the data order stays random.
+
+  With `balance=True` (`--balance_directions`) every batch holds every
+  direction in proportion to its share of the data (for equal shares and B = 64
+  over 6 directions: 10 or 11 pairs of each). Each direction's pairs are
+  shuffled and length-sorted in windows on their own, and the directions are
+  interleaved by their position in that order, so the pairs side by side in
+  the merged order have similar lengths and every B consecutive ones hold each
+  direction's share, to within one pair.
   """
 
   WINDOW = 32  # batches per sorting window
 
-  def __init__(self, examples: Examples, batch_size: int, seed: int, config):
+  def __init__(self, examples: Examples, batch_size: int, seed: int, config,
+               balance: bool = False):
     if len(examples.source) < batch_size:
       raise UserError(f"{len(examples.source)} training pairs are fewer than --batch_size "
                       f"{batch_size}")
+    if balance and len(examples.direction) != len(examples.source):
+      raise ValueError("balance=True needs each example's direction (Examples.direction)")
     self.examples = examples
     self.batch_size = batch_size
     self.seed = seed
     self.config = config
+    self.balance = balance
     self.steps_per_epoch = len(examples.source) // batch_size
     self._lengths = np.array([max(len(s), len(t)) for s, t in zip(examples.source, examples.target)])
     self._epoch, self._batches = -1, None
 
+  def _sorted_windows(self, order: np.ndarray, window: int) -> np.ndarray:
+    """`order` with each run of `window` entries sorted by length (stable)."""
+    order = order.copy()
+    for lo in range(0, len(order), window):
+      chunk = order[lo:lo + window]
+      order[lo:lo + window] = chunk[np.argsort(self._lengths[chunk], kind="stable")]
+    return order
+
   def _epoch_batches(self, epoch: int) -> np.ndarray:
     if epoch != self._epoch:
       rng = np.random.default_rng([self.seed, epoch])
-      B = self.batch_size
-      order = rng.permutation(len(self._lengths))[:self.steps_per_epoch * B]
-      window = self.WINDOW * B
-      for lo in range(0, len(order), window):
-        chunk = order[lo:lo + window]
-        order[lo:lo + window] = chunk[np.argsort(self._lengths[chunk], kind="stable")]
+      B, n = self.batch_size, len(self._lengths)
+      if self.balance:
+        direction = np.asarray(self.examples.direction)
+        parts, positions = [], []
+        for d in np.unique(direction):
+          members = np.flatnonzero(direction == d)
+          share = max(1, round(self.WINDOW * B * len(members) / n))  # its part of a window
+          parts.append(self._sorted_windows(rng.permutation(members), share))
+          positions.append((np.arange(len(members)) + 0.5) / len(members))
+        merged = np.concatenate(parts)[np.argsort(np.concatenate(positions), kind="stable")]
+        order = merged[:self.steps_per_epoch * B]
+      else:
+        order = rng.permutation(n)[:self.steps_per_epoch * B]
+        order = self._sorted_windows(order, self.WINDOW * B)
       batches = order.reshape(self.steps_per_epoch, B)
       self._batches = batches[rng.permutation(self.steps_per_epoch)]
       self._epoch = epoch
@@ -282,14 +312,30 @@ class Batches:
                       longest=int(self._lengths[batch].max()))
 
 
+DECODER_STARTS = ("bos", "language")
+
+
+def start_token(config) -> int | None:
+  """The decoder's first input: BOS, or None for the target-language token (the source's
+  first token; `--decoder_start=language`)."""
+  return BOS if config.decoder_start == "bos" else None
+
+
 def make_batch(sources, targets, config, longest: int | None = None) -> dict[str, np.ndarray]:
   """Pads a batch; `longest` (default: the longest of these rows) picks the bucket."""
   # One bucket for both sides: a handful of (S, U) shapes in a run, each compiled once.
   n = longest or max(max(map(len, sources)), max(map(len, targets)))
   S, U = bucket(n, config.max_source_len), bucket(n, config.max_target_len)
-  target_in = [[BOS] + t[:-1] for t in targets]  # shifted right: bos y1 .. y_{n-1}
-  return {"source": pad(sources, S),
-          "source_lengths": np.array([len(s) for s in sources], np.int32),
-          "target_in": pad(target_in, U),
-          "target_out": pad(targets, U),
-          "target_lengths": np.array([len(t) for t in targets], np.int32)}
+  # Shifted right: bos y1 .. y_{n-1}, or <2xx> y1 .. y_{n-1} with --decoder_start=language.
+  first = [BOS] * len(sources) if start_token(config) == BOS else [s[0] for s in sources]
+  target_in = [[f] + t[:-1] for f, t in zip(first, targets)]
+  batch = {"source": pad(sources, S),
+           "source_lengths": np.array([len(s) for s in sources], np.int32),
+           "target_in": pad(target_in, U),
+           "target_out": pad(targets, U),
+           "target_lengths": np.array([len(t) for t in targets], np.int32)}
+  if config.align_loss_weight > 0:  # the target as the encoder reads it: <2xx> y1 .. eos
+    align = [[s[0]] + t for s, t in zip(sources, targets)]
+    batch["align_source"] = pad(align, bucket(n + 1, config.max_target_len + 1))
+    batch["align_lengths"] = np.array([len(a) for a in align], np.int32)
+  return batch

@@ -91,7 +91,15 @@ def _limits(max_lengths, B: int, max_len: int) -> Array:
   return jnp.clip(jnp.asarray(max_lengths, jnp.int32), 1, max_len)
 
 
-def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos: int,
+def start_tokens(source, bos: int | None, shape):
+  """The decoder's first input: `bos`, or each row's target-language token `source[:, 0]`
+  when `bos` is None (`--decoder_start=language`), broadcast to `shape` (`[B]` or `[B, K]`)."""
+  if bos is None:
+    return jnp.broadcast_to(source[:, 0].reshape(-1, *([1] * (len(shape) - 1))), shape).astype(jnp.int32)
+  return jnp.full(shape, bos, jnp.int32)
+
+
+def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos: int | None,
                      eos: int, pad: int = 0, temperature: float = 0.0, key=None,
                      max_lengths=None) -> Decoded:
   """Greedy decoding (`temperature == 0`) or ancestral sampling from softmax(logits / T).
@@ -120,7 +128,7 @@ def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos
     return t + 1, state, nxt, done | (nxt == eos) | (t + 1 >= limit), score, out, attn
 
   S = source.shape[1]
-  init = (jnp.int32(0), state, jnp.full((B,), bos, jnp.int32), jnp.zeros((B,), bool),
+  init = (jnp.int32(0), state, start_tokens(source, bos, (B,)), jnp.zeros((B,), bool),
           jnp.zeros((B,)), jnp.full((B, max_len), eos, jnp.int32), jnp.zeros((B, max_len, S)))
   # Stops as soon as every row has produced EOS.
   _, _, _, _, score, tokens, weights = jax.lax.while_loop(
@@ -134,7 +142,7 @@ def _tile(tree, K: int):
 
 
 def beam_search(model, params, source, source_lengths, *, beam_size: int, max_len: int,
-                bos: int, eos: int, pad: int = 0, alpha: float = 0.0,
+                bos: int | None, eos: int, pad: int = 0, alpha: float = 0.0,
                 beta: float = 0.0, max_lengths=None) -> Decoded:
   """Batched beam search with GNMT's length and coverage penalties (module docstring).
 
@@ -181,7 +189,7 @@ def beam_search(model, params, source, source_lengths, *, beam_size: int, max_le
 
   init = (jnp.int32(0),
           _tile(model.initial_decoder_state(encoded), K),
-          jnp.full((B, K), bos, jnp.int32),
+          start_tokens(source, bos, (B, K)),
           jnp.tile(jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf), (B, 1)),  # one live beam
           jnp.zeros((B, K), jnp.int32),
           jnp.zeros((B, K), bool),

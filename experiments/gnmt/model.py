@@ -104,7 +104,8 @@ class GNMT:
         "embed_target": uniform(k_tgt, (self.V, H), e),
         "encoder": self.encoder.init(k_enc, H),
         "decoder": dec,
-        "attention": attention_lib.init(k_att, c.attention, H, M, c.attention_size or H),
+        "attention": attention_lib.init(k_att, c.attention, H, M, c.attention_size or H,
+                                        c.attention_scale_init),
         "w_out": uniform(k_out, (H, self.V)),
         "b_out": jnp.zeros((self.V,)),
     }
@@ -124,6 +125,16 @@ class GNMT:
     mask = jnp.arange(source.shape[1])[None, :] < source_lengths[:, None]  # [B, S]
     memory = attention_lib.prepare(params["attention"], c.attention, values, mask)
     return Encoded(memory, final)
+
+  @staticmethod
+  def sentence_vector(encoded: Encoded, pooling: str = "max"):
+    """The encoder's outputs pooled over the valid source steps: `[B, M]` (max or mean)."""
+    values, mask = encoded.memory.values, encoded.memory.mask[..., None]  # [B, S, M], [B, S, 1]
+    if pooling == "max":
+      return jnp.max(jnp.where(mask, values, -jnp.inf), axis=1)
+    if pooling == "mean":
+      return jnp.sum(jnp.where(mask, values, 0.0), axis=1) / jnp.maximum(mask.sum(1), 1)
+    raise ValueError(f"pooling: expected max or mean, got {pooling!r}")
 
   # -- decoder, whole target at once (training, teacher forcing) ----------------------
   def decode_train(self, params, encoded: Encoded, target_in, *, training=False, key=None):

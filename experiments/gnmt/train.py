@@ -62,6 +62,12 @@ def make_optimizer(config, num_steps: int):
   return training.optimizer(config.optimizer, learning_rate_schedule(config, num_steps), config.max_grad_norm)
 
 
+def cosine_distance(a, b, eps: float = 1e-8):
+  """1 - cos(a, b) over the last axis: `[B, M], [B, M] -> [B]`."""
+  dot = jnp.sum(a * b, axis=-1)
+  return 1.0 - dot / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + eps)
+
+
 def make_loss_fn(config, model):
 
   def loss_fn(params, extra, batch, key):
@@ -82,7 +88,17 @@ def make_loss_fn(config, model):
     else:
       loss = jnp.sum(ce * mask) / tokens
     accuracy = jnp.sum((jnp.argmax(logits, -1) == batch["target_out"]) * mask) / tokens
-    return loss, (extra, {"nll": jnp.sum(nll * mask) / tokens, "accuracy": accuracy})
+    metrics = {"nll": jnp.sum(nll * mask) / tokens, "accuracy": accuracy}
+    if config.align_loss_weight > 0:
+      # Arivazhagan et al. 2019: the encoder reads the target sentence too (behind the same
+      # <2xx> token), and the two pooled encodings are pulled together by cosine distance.
+      encoded_y = model.encode(params, batch["align_source"], batch["align_lengths"],
+                               training=True, key=jax.random.fold_in(key, 1))
+      align = jnp.mean(cosine_distance(model.sentence_vector(encoded, config.align_pooling),
+                                       model.sentence_vector(encoded_y, config.align_pooling)))
+      loss = loss + config.align_loss_weight * align
+      metrics["align"] = align
+    return loss, (extra, metrics)
 
   return loss_fn
 
@@ -99,6 +115,16 @@ def check_config(config) -> None:
   if config.decay_scheme and config.decay_scheme not in DECAY_SCHEMES:
     raise UserError(f"--decay_scheme: expected '' or one of {', '.join(DECAY_SCHEMES)}, got "
                     f"{config.decay_scheme!r}")
+  if config.decoder_start not in data_lib.DECODER_STARTS:
+    raise UserError(f"--decoder_start: expected one of {', '.join(data_lib.DECODER_STARTS)}, "
+                    f"got {config.decoder_start!r}")
+  if config.align_loss_weight < 0:
+    raise UserError(f"--align_loss_weight: expected 0 (off) or more, got {config.align_loss_weight}")
+  if config.align_pooling not in ("max", "mean"):
+    raise UserError(f"--align_pooling: expected max or mean, got {config.align_pooling!r}")
+  if config.attention_scale_init < 0:
+    raise UserError(f"--attention_scale_init: expected 0 (tensorflow/nmt's default) or a "
+                    f"positive scale, got {config.attention_scale_init}")
   if config.loss_normalization not in ("tokens", "sentences"):
     raise UserError(f"--loss_normalization: expected tokens or sentences, got "
                     f"{config.loss_normalization!r}")
@@ -153,7 +179,8 @@ class Translator:
   def __init__(self, config, model, tokenizer: data_lib.Tokenizer, mesh=None):
     self.config, self.model, self.tokenizer = config, model, tokenizer
     self.mesh = mesh if mesh is not None else training.data_mesh(config.num_devices or None)
-    kwargs = dict(max_len=config.max_target_len, bos=data_lib.BOS, eos=data_lib.EOS)
+    kwargs = dict(max_len=config.max_target_len, bos=data_lib.start_token(config),
+                  eos=data_lib.EOS)
     if config.temperature > 0:
       self._decode = jax.jit(functools.partial(decode_lib.greedy_or_sample, model,
                                                temperature=config.temperature, **kwargs))
@@ -295,7 +322,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   n_proc, proc = jax.process_count(), jax.process_index()
   per_proc = config.batch_size // n_proc
   rows = slice(proc * per_proc, (proc + 1) * per_proc)
-  batches = data_lib.Batches(examples, config.batch_size, config.seed, config)
+  batches = data_lib.Batches(examples, config.batch_size, config.seed, config,
+                             balance=config.balance_directions)
   supervised = list(config.train_directions)
   zero_shot = list(config.zero_shot_directions)
   print(f"GNMT on {config.corpus}: {len(examples.source)} training pairs over "
