@@ -240,7 +240,10 @@ def test_wmt_flagfile_is_tensorflow_nmt_wmt16_gnmt_8_layer():
   assert {k: getattr(config, k) for k in expected} == expected
   main_job = common.config_from_flagfile(
       GNMTConfig, "experiments/flagfiles/gnmt/tiny_cpu.flags", root=REPO)
-  assert main_job.loss_normalization == "tokens" and main_job.decay_scheme == ""
+  # The main job keeps its own recipe (issue #19's remedy for the late jump): Adam, per-token
+  # loss, warmup and luong234; the WMT flagfile overrides every one of them.
+  assert (main_job.optimizer, main_job.loss_normalization, main_job.warmup_steps,
+          main_job.decay_scheme) == ("adam", "tokens", 500, "luong234")
 
 
 @pytest.mark.parametrize("normalization", ["tokens", "sentences"])

@@ -286,7 +286,8 @@ def test_offtarget_rate_on_hand_built_outputs(numbers_identifier):
 # -- 1. checkpoint choice, end to end ---------------------------------------------------------
 
 
-TINY = ["--hidden_size=8", "--num_layers=8", "--batch_size=8", "--num_train_sentences=200",
+TINY = ["--hidden_size=8", "--num_layers=8", "--batch_size=8", "--warmup_steps=0",
+        "--decay_scheme=", "--learning_rate=2e-3", "--num_train_sentences=200",
         "--num_eval_sentences=6", "--eval_max_sentences=4", "--eval_every=4",
         "--checkpoint_every=4", "--log_every=4", "--beam_size=0", "--vocab_size=200",
         "--eval_batch_size=4", "--noprogress", "--num_attention_plots=0",

@@ -25,6 +25,11 @@ class GNMTConfig(RunConfig):
   vocab_size: int = field(600, "Shared sentencepiece vocabulary (the numbers corpus has "
                           "under 900 distinct subwords).")
   spm_model_type: str = field("unigram", "sentencepiece model type: unigram or bpe.")
+  spm_input_sentence_size: int = field(0, "Train sentencepiece on this many training lines, "
+                                       "drawn uniformly with a fixed generator (0: all; "
+                                       "WMT scale: a few million).")
+  spm_threads: int = field(1, "Threads for sentencepiece's training and the encoding of the "
+                           "training data (1 keeps the vocabulary reproducible to the bit).")
   max_source_len: int = field(80, "Source tokens kept (with the <2xx> token and EOS); longer "
                               "inputs are truncated, documented and counted.")
   max_target_len: int = field(80, "Target tokens kept (with EOS); also the decoding limit.")
@@ -67,6 +72,9 @@ class GNMTConfig(RunConfig):
                                   "by its target tokens (tokens), or by its sentences "
                                   "(sentences: tensorflow/nmt, whose SGD rate of 1.0 assumes it).")
   batch_size: int = field(64, "Sentence pairs per step.")
+  batch_tokens: int = field(0, "Batches by tokens instead of --batch_size: each holds one "
+                            "length bucket, as many pairs as fit in this many padded tokens "
+                            "per side (0: --batch_size pairs).")
   balance_directions: bool = field(False, "Every training batch holds every direction in "
                                    "proportion to its share of the data (otherwise batches "
                                    "are random, grouped by length).")

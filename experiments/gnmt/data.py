@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 import sentencepiece as spm
+from tqdm import tqdm
 
 from experiments.common import UserError, data_path
 from experiments.gnmt import numbers
@@ -117,6 +118,12 @@ def _language_tokens_as_control(model_proto: bytes, languages) -> bytes:
   return model.SerializeToString() if changed else model_proto
 
 
+def _frame(pieces: list[list[int]], prefix: list[int], max_len: int):
+  """`prefix + pieces + [eos]` per row, cut to `max_len` (the eos kept); and which were cut."""
+  rows = [prefix + p for p in pieces]
+  return [r[:max_len - 1] + [EOS] for r in rows], [len(r) + 1 > max_len for r in rows]
+
+
 class Tokenizer:
   """The shared sentencepiece model plus one `<2xx>` control symbol per language."""
 
@@ -141,34 +148,62 @@ class Tokenizer:
 
   def encode_source(self, text: str, target_lang: str, max_len: int) -> tuple[list[int], bool]:
     """`[<2tgt>] + pieces + [eos]`, cut to `max_len`; also whether it was cut."""
-    ids = [self.lang_token(target_lang)] + self.sp.encode(text)
-    return ids[:max_len - 1] + [EOS], len(ids) + 1 > max_len
+    (ids,), (cut,) = self.encode_sources([text], target_lang, max_len)
+    return ids, cut
 
   def encode_target(self, text: str, max_len: int) -> tuple[list[int], bool]:
     """`pieces + [eos]`, cut to `max_len` (the eos kept); also whether it was cut."""
-    ids = self.sp.encode(text)
-    return ids[:max_len - 1] + [EOS], len(ids) + 1 > max_len
+    (ids,), (cut,) = self.encode_targets([text], max_len)
+    return ids, cut
+
+  def encode_sources(self, texts, target_lang: str, max_len: int, num_threads: int = 1):
+    """`encode_source` of many texts at once (sentencepiece's threads): (ids, cut) lists."""
+    return _frame(self.sp.encode(list(texts), num_threads=num_threads),
+                  [self.lang_token(target_lang)], max_len)
+
+  def encode_targets(self, texts, max_len: int, num_threads: int = 1):
+    """`encode_target` of many texts at once: (ids, cut) lists."""
+    return _frame(self.sp.encode(list(texts), num_threads=num_threads), [], max_len)
 
   def decode(self, ids) -> str:
     special = {PAD, BOS, EOS, *self.lang_ids.values()}
     return self.sp.decode([int(i) for i in ids if int(i) not in special])
 
 
-def train_tokenizer(corpus: Corpus, config) -> Tokenizer:
-  """Trains sentencepiece on every training line of every language, deterministically."""
-  seen, lines = set(), []
+def tokenizer_lines(corpus: Corpus, sample: int = 0) -> list[str]:
+  """The lines sentencepiece learns from: every language's training lines once, empty ones
+  left out; with `sample > 0`, at most that many of them drawn uniformly without
+  replacement (a fixed generator: the same sample every run), in corpus order, read by
+  index, so a streamed corpus is never read whole."""
+  seen, parts = set(), []
   for (src, tgt), (src_lines, tgt_lines) in corpus.splits["train"].items():
     for lang, lang_lines in ((src, src_lines), (tgt, tgt_lines)):
       if lang not in seen:  # each language's lines once
         seen.add(lang)
-        lines.extend(line for line in lang_lines if line.strip())
+        parts.append(lang_lines)
+  total = sum(len(p) for p in parts)
+  if sample <= 0 or sample >= total:
+    return [line for part in parts for line in part if line.strip()]
+  picked = np.sort(np.random.default_rng(0).choice(total, sample, replace=False))
+  starts = np.cumsum([0] + [len(p) for p in parts])
+  part_of = np.searchsorted(starts, picked, side="right") - 1
+  lines = (parts[k][int(i - starts[k])] for k, i in zip(part_of, picked))
+  return [line for line in lines if line.strip()]
+
+
+def train_tokenizer(corpus: Corpus, config) -> Tokenizer:
+  """Trains sentencepiece on the training lines of every language (`tokenizer_lines`):
+  all of them by default, deterministically; `--spm_input_sentence_size` samples them and
+  `--spm_threads` trains with threads (WMT scale)."""
+  lines = tokenizer_lines(corpus, config.spm_input_sentence_size)
   model = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines), model_writer=model, vocab_size=config.vocab_size,
         model_type=config.spm_model_type, character_coverage=1.0, pad_id=PAD, unk_id=UNK,
         bos_id=BOS, eos_id=EOS, control_symbols=[f"<2{l}>" for l in corpus.languages],
-        input_sentence_size=0, shuffle_input_sentence=False, num_threads=1, minloglevel=2)
+        input_sentence_size=0, shuffle_input_sentence=False, num_threads=config.spm_threads,
+        minloglevel=2)
   except RuntimeError as e:
     raise UserError(f"--vocab_size={config.vocab_size}: sentencepiece failed ({e}); the "
                     "corpus may have fewer distinct pieces, choose a smaller vocabulary") from e
@@ -198,26 +233,88 @@ def _languages_file(workdir: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in f if line.strip())
 
 
+class Ragged:
+  """Rows of ids of different lengths in one flat array (`values [total]`, `offsets [n + 1]`):
+  a few bytes per id instead of a Python list per row. Row i is `values[offsets[i]:offsets[i + 1]]`,
+  given back as a list (what `make_batch` builds batches from)."""
+
+  def __init__(self, values: np.ndarray, offsets: np.ndarray):
+    self.values, self.offsets = values, offsets
+
+  @classmethod
+  def from_rows(cls, rows, dtype=np.int32) -> "Ragged":
+    lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    values = np.fromiter((i for r in rows for i in r), dtype, int(offsets[-1]))
+    return cls(values, offsets)
+
+  @classmethod
+  def concatenate(cls, parts: list["Ragged"]) -> "Ragged":
+    if not parts:
+      return cls(np.zeros((0,), np.int32), np.zeros((1,), np.int64))
+    shifts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+    offsets = np.concatenate([[0]] + [p.offsets[1:] + k for p, k in zip(parts, shifts)])
+    return cls(np.concatenate([p.values for p in parts]), offsets)
+
+  def lengths(self) -> np.ndarray:
+    return np.diff(self.offsets)
+
+  def __len__(self) -> int:
+    return len(self.offsets) - 1
+
+  def __getitem__(self, i) -> list[int]:
+    return self.values[self.offsets[i]:self.offsets[i + 1]].tolist()
+
+  def __iter__(self):
+    return (self[i] for i in range(len(self)))
+
+
 class Examples(NamedTuple):
-  source: list[list[int]]
-  target: list[list[int]]
-  direction: tuple = ()  # each pair's direction index (the order of `pairs`); () if unknown
+  source: "Ragged | list[list[int]]"
+  target: "Ragged | list[list[int]]"
+  direction: "np.ndarray | tuple" = ()  # each pair's direction index (the order of `pairs`)
 
 
-def encode_pairs(tokenizer: Tokenizer, pairs: dict, config) -> tuple[Examples, int]:
-  """All directions' pairs as id lists; returns them and how many were truncated."""
-  source, target, direction, truncated = [], [], [], 0
+ENCODE_CHUNK = 8192  # lines encoded at once (sentencepiece's threads work on one chunk)
+
+
+def _chunks(lines, size: int):
+  """`lines` (a list, or a streamed sequence) `size` at a time, in order."""
+  for lo in range(0, len(lines), size):
+    yield [lines[i] for i in range(lo, min(lo + size, len(lines)))]
+
+
+def encode_pairs(tokenizer: Tokenizer, pairs: dict, config, progress: bool = False
+                 ) -> tuple[Examples, int]:
+  """All directions' pairs as ids (`Ragged`); returns them and how many were truncated.
+
+  The lines are read and encoded a chunk at a time (`ENCODE_CHUNK`, with
+  `--spm_threads`), so a streamed corpus is never held as Python strings; pairs
+  with an empty side are left out.
+  """
+  dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+  sources, targets, directions, truncated = [], [], [], 0
+  threads = getattr(config, "spm_threads", 1)
+  total = sum(len(src_lines) for src_lines, _ in pairs.values())
+  bar = tqdm(total=total, desc="encoding", unit="pair", disable=not progress, leave=False)
   for d, ((src, tgt), (src_lines, tgt_lines)) in enumerate(pairs.items()):
-    for s, t in zip(src_lines, tgt_lines):
-      if not s.strip() or not t.strip():
-        continue
-      s_ids, s_cut = tokenizer.encode_source(s, tgt, config.max_source_len)
-      t_ids, t_cut = tokenizer.encode_target(t, config.max_target_len)
-      truncated += s_cut or t_cut
-      source.append(s_ids)
-      target.append(t_ids)
-      direction.append(d)
-  return Examples(source, target, tuple(direction)), truncated
+    if len(src_lines) != len(tgt_lines):
+      raise UserError(f"{src}-{tgt}: {len(src_lines)} source lines but {len(tgt_lines)} "
+                      "target lines")
+    for s_chunk, t_chunk in zip(_chunks(src_lines, ENCODE_CHUNK), _chunks(tgt_lines, ENCODE_CHUNK)):
+      keep = [i for i, (a, b) in enumerate(zip(s_chunk, t_chunk)) if a.strip() and b.strip()]
+      s_ids, s_cut = tokenizer.encode_sources([s_chunk[i] for i in keep], tgt,
+                                              config.max_source_len, threads)
+      t_ids, t_cut = tokenizer.encode_targets([t_chunk[i] for i in keep],
+                                              config.max_target_len, threads)
+      truncated += sum(a or b for a, b in zip(s_cut, t_cut))
+      sources.append(Ragged.from_rows(s_ids, dtype))
+      targets.append(Ragged.from_rows(t_ids, dtype))
+      directions.append(np.full((len(keep),), d, np.int32))
+      bar.update(len(s_chunk))
+  bar.close()
+  direction = np.concatenate(directions) if directions else np.zeros((0,), np.int32)
+  return Examples(Ragged.concatenate(sources), Ragged.concatenate(targets), direction), truncated
 
 
 def pad(rows: list[list[int]], length: int) -> np.ndarray:
@@ -247,25 +344,54 @@ class Batches:
   interleaved by their position in that order, so the pairs side by side in
   the merged order have similar lengths and every B consecutive ones hold each
   direction's share, to within one pair.
+
+  With `batch_tokens > 0` (`--batch_tokens`, for WMT scale) a batch holds
+  pairs of one length bucket only, as many as fit in `batch_tokens` tokens
+  padded (`rows_for`, a multiple of `multiple`: the devices): short sentences
+  come in big batches, long ones in small, so a step costs about the same
+  whatever its lengths. Each epoch shuffles the pairs, cuts each bucket into
+  its batches (the remainder of a bucket waits for another epoch's order) and
+  shuffles the batches.
   """
 
   WINDOW = 32  # batches per sorting window
 
   def __init__(self, examples: Examples, batch_size: int, seed: int, config,
-               balance: bool = False):
-    if len(examples.source) < batch_size:
-      raise UserError(f"{len(examples.source)} training pairs are fewer than --batch_size "
-                      f"{batch_size}")
+               balance: bool = False, batch_tokens: int = 0, multiple: int = 1):
     if balance and len(examples.direction) != len(examples.source):
       raise ValueError("balance=True needs each example's direction (Examples.direction)")
+    if balance and batch_tokens:
+      raise UserError("--balance_directions and --batch_tokens do not combine: choose one")
     self.examples = examples
     self.batch_size = batch_size
     self.seed = seed
     self.config = config
     self.balance = balance
-    self.steps_per_epoch = len(examples.source) // batch_size
-    self._lengths = np.array([max(len(s), len(t)) for s, t in zip(examples.source, examples.target)])
+    self.batch_tokens = batch_tokens
+    self.multiple = multiple
+    self._lengths = np.maximum(_row_lengths(examples.source), _row_lengths(examples.target))
+    if batch_tokens:
+      cap = max(config.max_source_len, config.max_target_len)
+      self._bucket = np.array([bucket(int(n), cap) for n in np.unique(self._lengths)])
+      self._bucket = self._bucket[np.searchsorted(np.unique(self._lengths), self._lengths)]
+      keys, counts = np.unique(self._bucket, return_counts=True)
+      self._rows = {int(k): self.rows_for(int(k)) for k in keys}
+      self.steps_per_epoch = int(sum(c // self._rows[int(k)] for k, c in zip(keys, counts)))
+      if self.steps_per_epoch == 0:
+        raise UserError(f"--batch_tokens={batch_tokens}: {len(self._lengths)} training pairs "
+                        "fill no batch; lower it")
+    else:
+      if len(self._lengths) < batch_size:
+        raise UserError(f"{len(self._lengths)} training pairs are fewer than --batch_size "
+                        f"{batch_size}")
+      self.steps_per_epoch = len(self._lengths) // batch_size
     self._epoch, self._batches = -1, None
+
+  def rows_for(self, padded_length: int) -> int:
+    """--batch_tokens: the rows of a batch padded to `padded_length` (source and target each
+    hold at most batch_tokens tokens, padding included), a multiple of `multiple`."""
+    m = self.multiple
+    return max(m, self.batch_tokens // padded_length // m * m)
 
   def _sorted_windows(self, order: np.ndarray, window: int) -> np.ndarray:
     """`order` with each run of `window` entries sorted by length (stable)."""
@@ -275,10 +401,21 @@ class Batches:
       order[lo:lo + window] = chunk[np.argsort(self._lengths[chunk], kind="stable")]
     return order
 
-  def _epoch_batches(self, epoch: int) -> np.ndarray:
+  def _epoch_batches(self, epoch: int):
+    """Epoch `epoch`'s batches: `[steps_per_epoch, B]` indices, or with --batch_tokens a
+    list of index arrays whose size depends on their bucket."""
     if epoch != self._epoch:
       rng = np.random.default_rng([self.seed, epoch])
       B, n = self.batch_size, len(self._lengths)
+      if self.batch_tokens:  # each bucket's pairs in random order, cut into its batch size
+        order = rng.permutation(n)
+        batches = []
+        for k, rows in self._rows.items():
+          members = order[self._bucket[order] == k]
+          batches += [members[i:i + rows] for i in range(0, len(members) - rows + 1, rows)]
+        self._batches = [batches[i] for i in rng.permutation(len(batches))]
+        self._epoch = epoch
+        return self._batches
       if self.balance:
         direction = np.asarray(self.examples.direction)
         parts, positions = [], []
@@ -297,8 +434,10 @@ class Batches:
       self._epoch = epoch
     return self._batches
 
-  def __call__(self, step: int, rows: slice = slice(None)) -> dict[str, np.ndarray]:
-    """The batch of `step`, or its `rows` (one process's share in a multi-host run).
+  def __call__(self, step: int, rows: slice = slice(None), process: tuple[int, int] | None = None
+               ) -> dict[str, np.ndarray]:
+    """The batch of `step`, or its `rows`, or process p's share of it (`process=(p, count)`:
+    the p-th of `count` equal parts, one per process in a multi-host run).
 
     The padded lengths come from the whole batch, so every process's share has
     the same shapes (`make_array_from_process_local_data` needs that) and is
@@ -306,10 +445,17 @@ class Batches:
     """
     epoch, i = divmod(step, self.steps_per_epoch)
     batch = self._epoch_batches(epoch)[i]
+    if process is not None:
+      p, count = process
+      rows = slice(p * len(batch) // count, (p + 1) * len(batch) // count)
     index = batch[rows]
     return make_batch([self.examples.source[j] for j in index],
                       [self.examples.target[j] for j in index], self.config,
                       longest=int(self._lengths[batch].max()))
+
+
+def _row_lengths(rows) -> np.ndarray:
+  return rows.lengths() if isinstance(rows, Ragged) else np.array([len(r) for r in rows], np.int64)
 
 
 DECODER_STARTS = ("bos", "language")

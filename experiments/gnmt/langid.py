@@ -28,6 +28,7 @@ import numpy as np
 
 ORDERS = (1, 2, 3)
 MAX_LINES = 2000
+STREAMED = 200_000  # languages with more lines than this are sampled before filtering
 
 
 def normalize(text: str) -> str:
@@ -82,7 +83,10 @@ class LanguageIdentifier:
     languages = sorted(lines_by_language)
     counts = {}
     for lang in languages:
-      lines = [line for line in lines_by_language[lang] if line.strip()]
+      lines = lines_by_language[lang]
+      if len(lines) > STREAMED:  # a streamed corpus: read a spaced sample, not every line
+        lines = evenly_spaced(lines, 4 * max_lines)
+      lines = [line for line in lines if line.strip()]
       if not lines:
         raise ValueError(f"language {lang!r} has no text to learn from")
       counter = collections.Counter()

@@ -115,6 +115,12 @@ def check_config(config) -> None:
   if config.decay_scheme and config.decay_scheme not in DECAY_SCHEMES:
     raise UserError(f"--decay_scheme: expected '' or one of {', '.join(DECAY_SCHEMES)}, got "
                     f"{config.decay_scheme!r}")
+  for name in ("batch_tokens", "spm_input_sentence_size"):
+    if getattr(config, name) < 0:
+      raise UserError(f"--{name}: expected 0 (off) or a positive number, got "
+                      f"{getattr(config, name)}")
+  if config.spm_threads < 1:
+    raise UserError(f"--spm_threads: expected 1 or more, got {config.spm_threads}")
   if config.decoder_start not in data_lib.DECODER_STARTS:
     raise UserError(f"--decoder_start: expected one of {', '.join(data_lib.DECODER_STARTS)}, "
                     f"got {config.decoder_start!r}")
@@ -316,14 +322,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   start_time = time.time()
   corpus = data_lib.load(config)
   tokenizer, model, optimizer, state, num_steps, key = build(config, workdir, corpus)
-  examples, truncated = data_lib.encode_pairs(tokenizer, corpus.splits["train"], config)
+  examples, truncated = data_lib.encode_pairs(tokenizer, corpus.splits["train"], config,
+                                              progress=config.progress)
   mesh = training.data_mesh(config.num_devices or None)
-  training.parallel.check_divisible(config.batch_size, mesh)
-  n_proc, proc = jax.process_count(), jax.process_index()
-  per_proc = config.batch_size // n_proc
-  rows = slice(proc * per_proc, (proc + 1) * per_proc)
+  if not config.batch_tokens:
+    training.parallel.check_divisible(config.batch_size, mesh)
+  process = (jax.process_index(), jax.process_count())
   batches = data_lib.Batches(examples, config.batch_size, config.seed, config,
-                             balance=config.balance_directions)
+                             balance=config.balance_directions,
+                             batch_tokens=config.batch_tokens, multiple=mesh.size)
   supervised = list(config.train_directions)
   zero_shot = list(config.zero_shot_directions)
   print(f"GNMT on {config.corpus}: {len(examples.source)} training pairs over "
@@ -351,10 +358,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = training.fit(
       workdir=workdir, experiment="gnmt", state=state,
       train_step=training.make_train_step(make_loss_fn(config, model), optimizer),
-      batch_at=lambda step: batches(step, rows), num_steps=num_steps,
+      batch_at=lambda step: batches(step, process=process), num_steps=num_steps,
       key=jax.random.fold_in(key, 1), evaluate=evaluate_valid,
       eval_every=config.eval_every or 500, checkpoint_every=config.checkpoint_every,
-      log_every=config.log_every, mesh=mesh, items_per_step=config.batch_size,
+      log_every=config.log_every, mesh=mesh,
+      items_per_step=None if config.batch_tokens else config.batch_size,
       items_name="sentences", progress=config.progress,
       skip_nonfinite_updates=config.skip_nonfinite_updates,
       max_to_keep=max(3, config.average_last))

@@ -34,6 +34,28 @@ def _text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+class Lines:
+  """One language's side of a TFDS split as a sequence of str, read on demand: `len`, and
+  `lines[i]` or a slice decodes those records only. A WMT training split (millions of
+  pairs) is streamed through it rather than held as Python strings."""
+
+  def __init__(self, source, field: str, limit: int):
+    self._source, self._field, self._limit = source, field, limit
+
+  def __len__(self) -> int:
+    return self._limit
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(self._limit))]
+    if not -self._limit <= i < self._limit:
+      raise IndexError(i)
+    return _text(self._source[i % self._limit][self._field])
+
+  def __iter__(self):
+    return (self[i] for i in range(self._limit))
+
+
 def load(config, train_dirs, eval_dirs):
   """`(languages, {split: {(src, tgt): (source lines, target lines)}})` from TFDS."""
   import tensorflow_datasets as tfds
@@ -55,7 +77,7 @@ def load(config, train_dirs, eval_dirs):
       limit = len(source)
       if split == "train" and config.num_train_sentences > 0:
         limit = min(limit, config.num_train_sentences)
-      cache[(pair, split)] = [source[i] for i in range(limit)]
+      cache[(pair, split)] = (source, limit)
     return cache[(pair, split)]
 
   splits = {}
@@ -64,7 +86,11 @@ def load(config, train_dirs, eval_dirs):
     directions = train_dirs if split == "train" else eval_dirs
     splits[split] = {}
     for src, tgt in directions:
-      rows = read(_pair(src, tgt), split)
-      splits[split][(src, tgt)] = ([_text(r[src]) for r in rows], [_text(r[tgt]) for r in rows])
+      source, limit = read(_pair(src, tgt), split)
+      if split == "train":  # streamed: encode_pairs reads it a chunk at a time
+        splits[split][(src, tgt)] = (Lines(source, src, limit), Lines(source, tgt, limit))
+      else:  # valid and test: a few thousand lines, sliced and sorted while decoding
+        rows = [source[i] for i in range(limit)]
+        splits[split][(src, tgt)] = ([_text(r[src]) for r in rows], [_text(r[tgt]) for r in rows])
       languages.update((src, tgt))
   return sorted(languages), splits
