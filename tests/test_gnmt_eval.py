@@ -292,7 +292,10 @@ TINY = ["--hidden_size=8", "--num_layers=8", "--batch_size=8", "--warmup_steps=0
         "--checkpoint_every=4", "--log_every=4", "--beam_size=0", "--vocab_size=200",
         "--eval_batch_size=4", "--noprogress", "--num_attention_plots=0",
         "--max_source_len=32", "--max_target_len=32", "--decode_length_ratio=2",
-        "--train_directions=en-de,de-en", "--zero_shot_directions=de-fr"]
+        "--train_directions=en-de,de-en", "--zero_shot_directions=de-fr",
+        # WMT scale's options run here end to end, across resumes: token batches (8 pairs
+        # of length bucket 16, 4 of bucket 32), a sampled vocabulary, threads.
+        "--batch_tokens=128", "--spm_input_sentence_size=300", "--spm_threads=2"]
 
 
 def _tiny(*args):

@@ -1,20 +1,15 @@
 """GNMT at WMT scale (issue #19): token-based batches, sentencepiece on a sample with threads,
-and a training set streamed and stored as flat arrays instead of Python lists."""
-
-import json
-import os
+and a training set streamed and stored as flat arrays instead of Python lists. (They run end
+to end, across resumes, in test_gnmt_eval's checkpoint-choice runs.)"""
 
 import numpy as np
 import pytest
 
-from experiments import common
 from experiments.common import UserError
 from experiments.gnmt import data, langid, wmt
-from experiments.gnmt.config import GNMTConfig
 from fixtures import gnmt_config
 
 V, H = 23, 8
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**kw):
@@ -175,21 +170,3 @@ def test_language_identifier_samples_a_streamed_corpus(monkeypatch):
   identifier = langid.LanguageIdentifier.fit(lines, max_lines=20)
   assert source.reads == 2 * 80  # 4 x max_lines evenly spaced per language, not all 400
   assert identifier.identify(["dreihundertzwölf", "three hundred and twelve"]) == ["de", "en"]
-
-
-def test_wmt_scale_run_end_to_end(tmp_path):
-  """Token batches, a sampled vocabulary and threads through train_and_evaluate."""
-  from experiments.gnmt import train
-  config = common.config_from_flagfile(
-      GNMTConfig, "experiments/flagfiles/gnmt/tiny_cpu.flags", "--hidden_size=8",
-      "--num_layers=2", "--batch_tokens=256", "--spm_input_sentence_size=300",
-      "--spm_threads=2", "--vocab_size=150", "--num_train_sentences=200",
-      "--num_eval_sentences=4", "--max_steps=4", "--eval_every=4", "--checkpoint_every=4",
-      "--log_every=2", "--beam_size=0", "--eval_batch_size=4", "--noprogress",
-      "--num_attention_plots=0", "--max_source_len=32", "--max_target_len=32",
-      "--train_directions=en-de,de-en", "--zero_shot_directions=", root=REPO)
-  results = train.train_and_evaluate(config, str(tmp_path))
-  assert results["step"] == 4 and np.isfinite(results["bleu/mean_supervised"])
-  with open(tmp_path / "metrics.jsonl") as f:
-    rows = [json.loads(line) for line in f]
-  assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)

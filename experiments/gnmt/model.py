@@ -138,7 +138,8 @@ class GNMT:
 
   # -- decoder, whole target at once (training, teacher forcing) ----------------------
   def decode_train(self, params, encoded: Encoded, target_in, *, training=False, key=None):
-    """`target_in [B, U]` ids (starting with BOS) -> logits `[B, U, V]`, weights `[B, U, S]`.
+    """`target_in [B, U]` ids (BOS first, or <2xx> with decoder_start=language) -> logits
+    `[B, U, V]`, weights `[B, U, S]`.
 
     `weights[:, t]` is α_t, computed at step t (`token_attention` says which token it fed).
     """
