@@ -32,8 +32,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from experiments.gnmt import attention as attention_lib
 from rnn_jax import cells, layers, regularizers
+from rnn_jax.seq2seq import Decoder
+from rnn_jax.seq2seq import attention as attention_lib
 from rnn_jax.unroll import unroll
 
 Array = jax.Array
@@ -219,8 +220,22 @@ class GNMT:
       finals[0] = finals[0][1]  # the backward direction
     return DecoderState(tuple(finals), zeros)
 
+  def decoder(self) -> Decoder:
+    """GNMT's decoder on the library's contract (`rnn_jax.seq2seq.Decoder`): its memory is
+    the `Encoded` source (attention memory and the encoder's final states)."""
+    def step(params, encoded: Encoded, state, tokens):
+      return self.decode_step_logits(params, encoded.memory, state, tokens)
+    return Decoder(init_state=lambda params, encoded: self.initial_decoder_state(encoded),
+                   step=step, vocab_size=self.V, token_attention=self.token_attention)
+
   def decode_step(self, params, memory: attention_lib.Memory, state: DecoderState, tokens):
     """`tokens [N]` -> (new state, log-probs `[N, V]`, attention weights `[N, S]`)."""
+    state, logits, weights = self.decode_step_logits(params, memory, state, tokens)
+    return state, jax.nn.log_softmax(logits), weights
+
+  def decode_step_logits(self, params, memory: attention_lib.Memory, state: DecoderState,
+                         tokens):
+    """`tokens [N]` -> (new state, logits `[N, V]`, attention weights `[N, S]`)."""
     c = self.config
     x = jnp.take(params["embed_target"], tokens, axis=0)  # [N, H]
     bottom_in = jnp.concatenate([x, state.context], -1) if c.input_feeding else x
@@ -233,4 +248,4 @@ class GNMT:
                                      jnp.concatenate([h, upper_context], -1))
       h = y + h if self._residual(l) else y
     logits = h @ params["w_out"] + params["b_out"]
-    return DecoderState(tuple(carries), context), jax.nn.log_softmax(logits), weights
+    return DecoderState(tuple(carries), context), logits, weights

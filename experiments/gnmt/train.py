@@ -153,7 +153,7 @@ def check_config(config) -> None:
                       f"{len(scheduled)} checkpoint(s); checkpoint more often or average fewer")
   if config.mode not in ("train", "translate"):
     raise UserError(f"--mode: expected train or translate, got {config.mode!r}")
-  from experiments.gnmt import attention
+  from rnn_jax.seq2seq import attention
   if config.attention not in attention.TYPES:
     raise UserError(f"--attention: expected one of {attention.TYPES}, got {config.attention!r}")
   if config.attention_architecture not in model_lib.ARCHITECTURES:

@@ -1,0 +1,19 @@
+"""Sequence-to-sequence pieces on one decoder contract: attention, decoding.
+
+    from rnn_jax import seq2seq
+    decoder = seq2seq.Decoder(init_state, step, vocab_size)        # the contract
+    out = seq2seq.beam_search(decoder, params, memory, start, beam_size=4, max_len=50,
+                              eos=EOS, alpha=0.6)                  # tokens [B, U], scores [B]
+
+`attention` holds Bahdanau (plain, normalized) and Luong (dot, general) attention
+over a memory with its mask; `decoding` holds greedy decoding, sampling (a fixed-
+length scan whose log-probs can be differentiated) and GNMT's beam search.
+"""
+
+from rnn_jax.seq2seq import attention, decoding
+from rnn_jax.seq2seq.decoder import Decoder
+from rnn_jax.seq2seq.decoding import (Decoded, Sampled, beam_search, coverage_penalty, greedy,
+                                      length_penalty, proportional_limits, sample)
+
+__all__ = ["attention", "decoding", "Decoder", "Decoded", "Sampled", "beam_search",
+           "coverage_penalty", "greedy", "length_penalty", "proportional_limits", "sample"]

@@ -1,0 +1,50 @@
+"""The decoder contract shared by every sequence model that writes tokens.
+
+A decoder is a bundle of pure functions over a `memory`, whatever its encoder
+produced (source states `[B, S, D]` with their mask for translation, image
+regions `[B, R, D]` for captioning, or nothing for a language model):
+
+    decoder = Decoder(init_state, step, vocab_size)
+    state = decoder.init_state(params, memory)
+    state, logits, attention = decoder.step(params, memory, state, prev_tokens)
+    #   prev_tokens [N] ids -> logits [N, V], attention [N, S] or None
+
+Every leaf of `memory` and of the state is batch-major (`[N, ...]`), so beam
+search can repeat them per beam and gather them by parent. The decoding
+routines in `rnn_jax.seq2seq.decoding` (greedy, sampling, beam search) read
+only this contract.
+
+`step` may take `training` and `key` keywords (dropout) when it lists them in
+`step_kwargs`; decoding calls it without them (inference). `token_attention`
+maps the attention computed at each step, `[..., U, S]`, to the attention that
+fed each output token; the identity for most decoders, a shift by one for
+GNMT's arrangement, whose upper layers read the previous step's context.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+
+def _identity(weights):
+  return weights
+
+
+class Decoder(NamedTuple):
+  """A decoder as pure functions (module docstring).
+
+  Attributes:
+    init_state: `init_state(params, memory) -> state`.
+    step: `step(params, memory, state, prev_tokens [N], **kw) -> (state, logits [N, V],
+      attention [N, S] | None)`.
+    vocab_size: V.
+    token_attention: `[..., U, S]` attention per step -> per output token.
+    step_kwargs: the keywords `step` takes beyond its four arguments ("training", "key").
+  """
+  init_state: Callable[[Any, Any], Any]
+  step: Callable[..., tuple[Any, jax.Array, jax.Array | None]]
+  vocab_size: int
+  token_attention: Callable[[jax.Array], jax.Array] = _identity
+  step_kwargs: frozenset = frozenset()

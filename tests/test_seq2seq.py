@@ -1,0 +1,180 @@
+"""rnn_jax.seq2seq: the decoder contract and decoding on it, against independent references
+(exhaustive enumeration of the penalised score, Python loops over `step`)."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import cells, seq2seq
+from rnn_jax.seq2seq import attention
+
+EOS, BOS = 0, 1
+
+
+def toy_decoder(V=5, H=6, M=4, attn=True, sharpness=3.0):
+  """An LSTM decoder reading Luong-general attention over a memory `[B, S, M]` (or, with
+  `attn=False`, a plain LSTM language model ignoring its memory): the contract's smallest
+  real user."""
+  cell = cells.lstm(H)
+
+  def init(key):
+    k = jax.random.split(key, 5)
+    return {"embed": jax.random.normal(k[0], (V, H)),
+            "cell": cell.init(k[1], H + (M if attn else 0)),
+            "attention": attention.init(k[2], "luong_general", H, M, H),
+            "w_out": sharpness * jax.random.normal(k[3], (H + (M if attn else 0), V)) / np.sqrt(H),
+            "b_out": jax.random.normal(k[4], (V,))}
+
+  def init_state(params, memory):
+    B = memory.values.shape[0]
+    return cell.initial_carry((B,)), jnp.zeros((B, M))
+
+  def step(params, memory, state, tokens):
+    carry, context = state
+    x = params["embed"][tokens]
+    if attn:
+      x = jnp.concatenate([x, context], -1)
+    carry, h = cell.step(params["cell"], carry, x)
+    if not attn:
+      return (carry, context), h @ params["w_out"] + params["b_out"], None
+    context, weights = attention.attend(params["attention"], "luong_general", memory, h)
+    logits = jnp.concatenate([h, context], -1) @ params["w_out"] + params["b_out"]
+    return (carry, context), logits, weights
+
+  return seq2seq.Decoder(init_state, step, V), init
+
+
+def _memory(B=2, S=3, M=4, seed=0):
+  rng = np.random.default_rng(seed)
+  values = jnp.asarray(rng.normal(size=(B, S, M)), jnp.float32)
+  mask = jnp.asarray(np.arange(S)[None, :] < np.array([S, S - 1])[:B, None])
+  return attention.prepare({}, "luong_dot", values, mask)
+
+
+def _score_by_enumeration(decoder, params, memory, b, T, alpha, beta):
+  """The best penalised score of row b over every output (EOS-terminated, or cut at T),
+  each scored by running `step` along it: log P / lp(|Y|) + cp(coverage)."""
+  V = decoder.vocab_size
+  mask = np.asarray(memory.mask[b])
+  row = jax.tree_util.tree_map(lambda a: a[b:b + 1], memory)
+  step = jax.jit(lambda s, t: decoder.step(params, row, s, t))
+  best = (-np.inf, None)
+  outputs = [seq for n in range(1, T + 1) for seq in itertools.product(range(V), repeat=n)
+             if all(t != EOS for t in seq[:-1]) and (seq[-1] == EOS or n == T)]
+  for seq in outputs:
+    state = decoder.init_state(params, row)
+    token, logp, coverage = BOS, 0.0, np.zeros(mask.shape)
+    for t in seq:
+      state, logits, weights = step(state, jnp.array([token]))
+      logp += float(jax.nn.log_softmax(logits)[0, t])
+      coverage += np.asarray(weights[0])
+      token = t
+    lp = ((5.0 + len(seq)) / 6.0) ** alpha
+    cp = beta * np.sum(np.where(mask, np.log(np.clip(coverage, 1e-20, 1.0)), 0.0))
+    score = logp / lp + cp
+    if score > best[0]:
+      best = (score, seq)
+  return best
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.0, 0.0), (0.6, 0.2), (1.0, 0.0)])
+def test_a_wide_beam_finds_the_enumerated_best(alpha, beta):
+  V, T = 5, 4
+  decoder, init = toy_decoder(V)
+  params = init(jax.random.key(3))
+  memory = _memory()
+  start = jnp.full((2,), BOS)
+  # Wide enough to hold every prefix: (V - 1)^3 live ones plus the finished.
+  wide = seq2seq.beam_search(decoder, params, memory, start, beam_size=V ** 3, max_len=T,
+                             eos=EOS, pad=-1, alpha=alpha, beta=beta, source_mask=memory.mask)
+  greedy = seq2seq.greedy(decoder, params, memory, start, max_len=T, eos=EOS, pad=-1)
+  for b in range(2):
+    score, seq = _score_by_enumeration(decoder, params, memory, b, T, alpha, beta)
+    n = int(wide.lengths[b])
+    got = list(np.asarray(wide.tokens[b, :n])) + ([EOS] if n < T else [])
+    assert tuple(got) == seq
+    assert float(wide.scores[b]) == pytest.approx(score, abs=1e-4)
+    if alpha == beta == 0:  # the score is the log-prob: never below greedy's
+      assert float(wide.scores[b]) >= float(greedy.scores[b]) - 1e-5
+
+
+def test_beam_of_one_is_greedy_and_greedy_is_the_python_loop():
+  decoder, init = toy_decoder(7)
+  params = init(jax.random.key(1))
+  memory = _memory(seed=1)
+  start = jnp.full((2,), BOS)
+  greedy = jax.jit(lambda p: seq2seq.greedy(decoder, p, memory, start, max_len=6, eos=EOS))(params)
+  beam = seq2seq.beam_search(decoder, params, memory, start, beam_size=1, max_len=6, eos=EOS,
+                             alpha=0.6, beta=0.2, source_mask=memory.mask)
+  np.testing.assert_array_equal(beam.tokens, greedy.tokens)
+  np.testing.assert_array_equal(beam.lengths, greedy.lengths)
+  # The Python loop: argmax of each step, fed back, until EOS.
+  for b in range(2):
+    row = jax.tree_util.tree_map(lambda a: a[b:b + 1], memory)
+    state, token, out, logp = decoder.init_state(params, row), BOS, [], 0.0
+    for _ in range(6):
+      state, logits, _ = decoder.step(params, row, state, jnp.array([token]))
+      lp = jax.nn.log_softmax(logits)[0]
+      token = int(jnp.argmax(lp))
+      logp += float(lp[token])
+      if token == EOS:
+        break
+      out.append(token)
+    n = int(greedy.lengths[b])
+    assert list(np.asarray(greedy.tokens[b, :n])) == out
+    assert float(greedy.scores[b]) == pytest.approx(logp, abs=1e-5)
+
+
+def test_a_decoder_without_attention_decodes():
+  """The plain LSTM language-model decoder of the README (no memory, attention None)."""
+  decoder, init = toy_decoder(6, attn=False)
+  params = init(jax.random.key(2))
+  memory = _memory()
+  start = jnp.full((2,), BOS)
+  beam = seq2seq.beam_search(decoder, params, memory, start, beam_size=3, max_len=5, eos=EOS,
+                             alpha=0.6)
+  greedy = seq2seq.greedy(decoder, params, memory, start, max_len=5, eos=EOS)
+  assert beam.weights is None and greedy.weights is None
+  assert beam.tokens.shape == greedy.tokens.shape == (2, 5)
+  with pytest.raises(ValueError, match="coverage"):
+    seq2seq.beam_search(decoder, params, memory, start, beam_size=3, max_len=5, eos=EOS,
+                        beta=0.2)
+
+
+def test_sampling_scan_gives_the_log_probs_of_its_tokens_with_gradients():
+  decoder, init = toy_decoder(6)
+  params = init(jax.random.key(4))
+  memory = _memory(seed=4)
+  start = jnp.full((2,), BOS)
+  key = jax.random.key(9)
+  out = seq2seq.sample(decoder, params, memory, start, key, max_len=5, eos=EOS, pad=-1,
+                       temperature=0.7, top_k=4)
+  # Teacher-forced along the sampled tokens: the same log-probs, masked after EOS.
+  for b in range(2):
+    row = jax.tree_util.tree_map(lambda a: a[b:b + 1], memory)
+    state, token = decoder.init_state(params, row), BOS
+    n = int(np.asarray(out.mask[b]).sum())
+    for t in range(n):
+      state, logits, _ = decoder.step(params, row, state, jnp.array([token]))
+      token = int(out.tokens[b, t]) if t < int(out.lengths[b]) else EOS
+      assert float(out.log_probs[b, t]) == pytest.approx(
+          float(jax.nn.log_softmax(logits)[0, token]), abs=1e-5)
+    assert not np.asarray(out.mask[b, n:]).any() and np.all(np.asarray(out.log_probs[b, n:]) == 0)
+  # Fixed length: it differentiates (REINFORCE's gradient), and top_k=1 is greedy.
+  grad = jax.grad(lambda p: seq2seq.sample(decoder, p, memory, start, key, max_len=5, eos=EOS,
+                                           temperature=0.7).log_probs.sum())(params)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grad))
+  assert float(jnp.abs(grad["w_out"]).sum()) > 0
+  top1 = seq2seq.sample(decoder, params, memory, start, key, max_len=5, eos=EOS, top_k=1)
+  greedy = seq2seq.greedy(decoder, params, memory, start, max_len=5, eos=EOS)
+  np.testing.assert_array_equal(top1.tokens, greedy.tokens)
+  np.testing.assert_allclose(top1.log_probs.sum(1), greedy.scores, rtol=1e-5)
+
+
+def test_proportional_limits():
+  np.testing.assert_array_equal(seq2seq.proportional_limits([0, 3, 5, 40], 2.0, 50), [1, 6, 10, 50])
+  np.testing.assert_array_equal(seq2seq.proportional_limits([2, 3], 1.5, 9), [3, 4])  # halves to even
+  np.testing.assert_array_equal(seq2seq.proportional_limits([2, 7], 0.0, 9), [9, 9])
