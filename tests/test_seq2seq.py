@@ -178,3 +178,93 @@ def test_proportional_limits():
   np.testing.assert_array_equal(seq2seq.proportional_limits([0, 3, 5, 40], 2.0, 50), [1, 6, 10, 50])
   np.testing.assert_array_equal(seq2seq.proportional_limits([2, 3], 1.5, 9), [3, 4])  # halves to even
   np.testing.assert_array_equal(seq2seq.proportional_limits([2, 7], 0.0, 9), [9, 9])
+
+
+# -- training-time feeding: teacher forcing, scheduled sampling -------------------------------
+
+
+def _targets(B, U, V, seed=0):
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.integers(1, V, (B, U)), jnp.int32)
+
+
+def test_scheduled_sampling_with_epsilon_one_is_teacher_forcing():
+  decoder, init = toy_decoder(6)
+  params = init(jax.random.key(5))
+  memory = _memory(seed=5)
+  start, targets = jnp.full((2,), BOS), _targets(2, 5, 6)
+  loss = lambda logits: -jnp.sum(jax.nn.log_softmax(logits) * jax.nn.one_hot(targets, 6))
+
+  def forced(p):
+    return loss(seq2seq.teacher_forcing(decoder, p, memory, start, targets)[0])
+
+  def scheduled(p):
+    logits, _, gold = seq2seq.scheduled_sampling(decoder, p, memory, start, targets,
+                                                 jax.random.key(0), 1.0)
+    return loss(logits), gold
+
+  (a, ga), ((b, gold), gb) = (jax.value_and_grad(forced)(params),
+                              jax.value_and_grad(scheduled, has_aux=True)(params))
+  assert bool(gold.all())
+  np.testing.assert_array_equal(a, b)
+  for x, y in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb)):
+    np.testing.assert_array_equal(x, y)
+  # And teacher forcing is the Python loop over `step` with the gold tokens.
+  logits, weights = seq2seq.teacher_forcing(decoder, params, memory, start, targets)
+  state, token = decoder.init_state(params, memory), start
+  for t in range(5):
+    state, want, w = decoder.step(params, memory, state, token)
+    np.testing.assert_allclose(logits[:, t], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(weights[:, t], w, rtol=1e-5, atol=1e-6)
+    token = targets[:, t]
+
+
+def test_scheduled_sampling_with_epsilon_zero_feeds_what_sampling_writes():
+  decoder, init = toy_decoder(6, sharpness=1.0)
+  params = init(jax.random.key(6))
+  memory = _memory(seed=6)
+  start, key = jnp.full((2,), BOS), jax.random.key(11)
+  sampled = seq2seq.sample(decoder, params, memory, start, key, max_len=6, eos=EOS,
+                           temperature=0.8)
+  logits, _, gold = seq2seq.scheduled_sampling(decoder, params, memory, start,
+                                               _targets(2, 6, 6), key, 0.0, temperature=0.8)
+  assert not bool(gold[:, 1:].any())
+  # Teacher-forced along the sampled tokens (EOS where sampling wrote it): the same logits
+  # for as long as the sample runs.
+  written = jnp.where(sampled.mask & (jnp.arange(6)[None] == sampled.lengths[:, None]), EOS,
+                      sampled.tokens)
+  want, _ = seq2seq.teacher_forcing(decoder, params, memory, start, written)
+  for b in range(2):
+    n = int(sampled.mask[b].sum())
+    np.testing.assert_allclose(logits[b, :n], want[b, :n], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("feed", ["sample", "argmax", "uniform"])
+def test_scheduled_sampling_feeds_gold_with_probability_epsilon(feed):
+  decoder, init = toy_decoder(6)
+  params = init(jax.random.key(7))
+  B = 3000
+  memory = jax.tree_util.tree_map(lambda a: jnp.repeat(a, B // 2, axis=0), _memory(seed=7))
+  targets = _targets(B, 4, 6)
+  _, _, gold = seq2seq.scheduled_sampling(decoder, params, memory, jnp.full((B,), BOS), targets,
+                                          jax.random.key(1), 0.3, feed=feed)
+  assert bool(gold[:, 0].all())
+  assert float(gold[:, 1:].mean()) == pytest.approx(0.3, abs=0.02)
+  with pytest.raises(ValueError, match="feed"):
+    seq2seq.scheduled_sampling(decoder, params, memory, jnp.full((B,), BOS), targets,
+                               jax.random.key(1), 0.3, feed="gold")
+
+
+def test_schedules_are_their_formulas():
+  from rnn_jax.seq2seq import forcing
+  for i in (0, 10, 5000, 20000):
+    assert float(forcing.linear_schedule(i, k=1.0, c=1e-4, minimum=0.1)) == pytest.approx(
+        max(0.1, 1.0 - 1e-4 * i))
+    k = float(np.float32(0.9995))  # the schedule computes in float32
+    assert float(forcing.exponential_schedule(i, k=0.9995)) == pytest.approx(k ** i, rel=1e-5)
+    assert float(forcing.inverse_sigmoid_schedule(i, k=500.0)) == pytest.approx(
+        500.0 / (500.0 + np.exp(i / 500.0)), rel=1e-5)
+  with pytest.raises(ValueError):
+    forcing.exponential_schedule(3, k=1.5)
+  with pytest.raises(ValueError):
+    forcing.inverse_sigmoid_schedule(3, k=0.5)
