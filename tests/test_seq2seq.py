@@ -347,3 +347,35 @@ def test_self_critical_gradient_is_zero_when_samples_earn_the_greedy_reward():
   assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree_util.tree_leaves(same))
   better = jax.grad(loss)(params, jnp.array([0.9, 0.3]), jnp.array([0.7, 0.3]))
   assert float(jnp.abs(better["w_out"]).sum()) > 0
+
+
+def test_ensembles():
+  """An ensemble of one model decodes as the model; of two copies, as one copy (to the bit);
+  of two different models, by the mean of their log-probs (the Python loop)."""
+  decoder, init = toy_decoder(6)
+  p1, p2 = init(jax.random.key(10)), init(jax.random.key(11))
+  memory = _memory(seed=10)
+  start = jnp.full((2,), BOS)
+  kw = dict(beam_size=3, max_len=6, eos=EOS, alpha=0.6, beta=0.2, source_mask=memory.mask)
+  alone = seq2seq.beam_search(decoder, p1, memory, start, **kw)
+  one = seq2seq.beam_search(seq2seq.ensemble([decoder]), (p1,), (memory,), start, **kw)
+  two = seq2seq.beam_search(seq2seq.ensemble([decoder, decoder]), (p1, p1), (memory, memory),
+                            start, **kw)
+  np.testing.assert_array_equal(one.tokens, alone.tokens)
+  np.testing.assert_allclose(one.scores, alone.scores, rtol=1e-5)
+  for a, b in zip(two, one):
+    np.testing.assert_array_equal(a, b)
+  mixed = seq2seq.greedy(seq2seq.ensemble([decoder, decoder]), (p1, p2), (memory, memory),
+                         start, max_len=6, eos=EOS)
+  s1, s2 = decoder.init_state(p1, memory), decoder.init_state(p2, memory)
+  token, done = start, np.zeros(2, bool)
+  for t in range(6):
+    s1, l1, _ = decoder.step(p1, memory, s1, token)
+    s2, l2, _ = decoder.step(p2, memory, s2, token)
+    token = jnp.argmax(jax.nn.log_softmax(l1) + jax.nn.log_softmax(l2), -1)
+    for b in range(2):
+      if not done[b] and t < int(mixed.lengths[b]):
+        assert int(mixed.tokens[b, t]) == int(token[b])
+    done |= np.asarray(token) == EOS
+  with pytest.raises(ValueError, match="vocabulary"):
+    seq2seq.ensemble([decoder, toy_decoder(7)[0]])

@@ -13,12 +13,12 @@ holds teacher forcing and scheduled sampling (Bengio et al. 2015) with its sched
 """
 
 from rnn_jax.seq2seq import attention, decoding, forcing, sequence_losses
-from rnn_jax.seq2seq.decoder import Decoder
+from rnn_jax.seq2seq.decoder import Decoder, ensemble
 from rnn_jax.seq2seq.decoding import (Decoded, Sampled, beam_search, coverage_penalty, greedy,
                                       length_penalty, proportional_limits, sample)
 from rnn_jax.seq2seq.forcing import scheduled_sampling, teacher_forcing
 from rnn_jax.seq2seq.sequence_losses import reinforce_loss, self_critical_loss
 
-__all__ = ["attention", "decoding", "forcing", "sequence_losses", "reinforce_loss",
+__all__ = ["ensemble", "attention", "decoding", "forcing", "sequence_losses", "reinforce_loss",
            "self_critical_loss", "scheduled_sampling", "teacher_forcing", "Decoder", "Decoded", "Sampled", "beam_search",
            "coverage_penalty", "greedy", "length_penalty", "proportional_limits", "sample"]

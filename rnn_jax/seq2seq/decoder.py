@@ -48,3 +48,33 @@ class Decoder(NamedTuple):
   vocab_size: int
   token_attention: Callable[[jax.Array], jax.Array] = _identity
   step_kwargs: frozenset = frozenset()
+
+
+def ensemble(decoders: list[Decoder] | tuple[Decoder, ...]) -> Decoder:
+  """N decoders decoded together: one `Decoder` whose params, memory and state are tuples
+  (one entry per model), whose logits are the models' log-probs averaged per step, and
+  whose attention is their mean (None if any model has none).
+
+  Decoding renormalizes the averaged log-probs (`log_softmax`), so the ensemble's
+  distribution is the normalized geometric mean of the models'. Give it
+  `params = (params_1, ..., params_N)` and `memory = (memory_1, ..., memory_N)`.
+  """
+  decoders = tuple(decoders)
+  if not decoders:
+    raise ValueError("ensemble: needs at least one decoder")
+  V = decoders[0].vocab_size
+  if any(d.vocab_size != V for d in decoders):
+    raise ValueError(f"ensemble: every decoder needs the same vocabulary, got "
+                     f"{[d.vocab_size for d in decoders]}")
+
+  def init_state(params, memory):
+    return tuple(d.init_state(p, m) for d, p, m in zip(decoders, params, memory))
+
+  def step(params, memory, state, tokens):
+    outs = [d.step(p, m, s, tokens) for d, p, m, s in zip(decoders, params, memory, state)]
+    log_probs = sum(jax.nn.log_softmax(o[1]) for o in outs) / len(outs)
+    weights = [o[2] for o in outs]
+    attention = None if any(w is None for w in weights) else sum(weights) / len(weights)
+    return tuple(o[0] for o in outs), log_probs, attention
+
+  return Decoder(init_state, step, V, decoders[0].token_attention)
