@@ -54,14 +54,15 @@ def _memory(B=2, S=3, M=4, seed=0):
   return attention.prepare({}, "luong_dot", values, mask)
 
 
-def _score_by_enumeration(decoder, params, memory, b, T, alpha, beta):
+def _score_by_enumeration(decoder, params, memory, b, T, alpha, beta, n=1):
   """The best penalised score of row b over every output (EOS-terminated, or cut at T),
-  each scored by running `step` along it: log P / lp(|Y|) + cp(coverage)."""
+  each scored by running `step` along it: log P / lp(|Y|) + cp(coverage); with n > 1
+  the n best (score, output) pairs, best first."""
   V = decoder.vocab_size
   mask = np.asarray(memory.mask[b])
   row = jax.tree_util.tree_map(lambda a: a[b:b + 1], memory)
   step = jax.jit(lambda s, t: decoder.step(params, row, s, t))
-  best = (-np.inf, None)
+  scored = []
   outputs = [seq for n in range(1, T + 1) for seq in itertools.product(range(V), repeat=n)
              if all(t != EOS for t in seq[:-1]) and (seq[-1] == EOS or n == T)]
   for seq in outputs:
@@ -74,10 +75,9 @@ def _score_by_enumeration(decoder, params, memory, b, T, alpha, beta):
       token = t
     lp = ((5.0 + len(seq)) / 6.0) ** alpha
     cp = beta * np.sum(np.where(mask, np.log(np.clip(coverage, 1e-20, 1.0)), 0.0))
-    score = logp / lp + cp
-    if score > best[0]:
-      best = (score, seq)
-  return best
+    scored.append((logp / lp + cp, seq))
+  scored.sort(key=lambda x: -x[0])
+  return scored[0] if n == 1 else scored[:n]
 
 
 @pytest.mark.parametrize("alpha,beta", [(0.0, 0.0), (0.6, 0.2), (1.0, 0.0)])
@@ -91,14 +91,28 @@ def test_a_wide_beam_finds_the_enumerated_best(alpha, beta):
   wide = seq2seq.beam_search(decoder, params, memory, start, beam_size=V ** 3, max_len=T,
                              eos=EOS, pad=-1, alpha=alpha, beta=beta, source_mask=memory.mask)
   greedy = seq2seq.greedy(decoder, params, memory, start, max_len=T, eos=EOS, pad=-1)
+  enumerated = [_score_by_enumeration(decoder, params, memory, b, T, alpha, beta, n=3)
+                for b in range(2)]
   for b in range(2):
-    score, seq = _score_by_enumeration(decoder, params, memory, b, T, alpha, beta)
+    score, seq = enumerated[b][0]
     n = int(wide.lengths[b])
     got = list(np.asarray(wide.tokens[b, :n])) + ([EOS] if n < T else [])
     assert tuple(got) == seq
     assert float(wide.scores[b]) == pytest.approx(score, abs=1e-4)
     if alpha == beta == 0:  # the score is the log-prob: never below greedy's
       assert float(wide.scores[b]) >= float(greedy.scores[b]) - 1e-5
+  # n-best: the 3 best of the enumeration, best first; the first is the 1-best.
+  three = seq2seq.beam_search(decoder, params, memory, start, beam_size=V ** 3, max_len=T,
+                              eos=EOS, pad=-1, alpha=alpha, beta=beta, source_mask=memory.mask,
+                              n_best=3)
+  assert three.tokens.shape == (2, 3, T) and three.scores.shape == (2, 3)
+  np.testing.assert_array_equal(three.tokens[:, 0], wide.tokens)
+  for b in range(2):
+    for (score, seq), tokens, n, got in zip(
+        enumerated[b],
+        np.asarray(three.tokens[b]), np.asarray(three.lengths[b]), np.asarray(three.scores[b])):
+      assert tuple(list(tokens[:n]) + ([EOS] if n < T else [])) == seq
+      assert float(got) == pytest.approx(score, abs=1e-4)
 
 
 def test_beam_of_one_is_greedy_and_greedy_is_the_python_loop():
@@ -114,9 +128,10 @@ def test_beam_of_one_is_greedy_and_greedy_is_the_python_loop():
   # The Python loop: argmax of each step, fed back, until EOS.
   for b in range(2):
     row = jax.tree_util.tree_map(lambda a: a[b:b + 1], memory)
+    step = jax.jit(lambda s, t: decoder.step(params, row, s, t))
     state, token, out, logp = decoder.init_state(params, row), BOS, [], 0.0
     for _ in range(6):
-      state, logits, _ = decoder.step(params, row, state, jnp.array([token]))
+      state, logits, _ = step(state, jnp.array([token]))
       lp = jax.nn.log_softmax(logits)[0]
       token = int(jnp.argmax(lp))
       logp += float(lp[token])
@@ -155,10 +170,11 @@ def test_sampling_scan_gives_the_log_probs_of_its_tokens_with_gradients():
   # Teacher-forced along the sampled tokens: the same log-probs, masked after EOS.
   for b in range(2):
     row = jax.tree_util.tree_map(lambda a: a[b:b + 1], memory)
+    step = jax.jit(lambda s, t: decoder.step(params, row, s, t))
     state, token = decoder.init_state(params, row), BOS
     n = int(np.asarray(out.mask[b]).sum())
     for t in range(n):
-      state, logits, _ = decoder.step(params, row, state, jnp.array([token]))
+      state, logits, _ = step(state, jnp.array([token]))
       token = int(out.tokens[b, t]) if t < int(out.lengths[b]) else EOS
       assert float(out.log_probs[b, t]) == pytest.approx(
           float(jax.nn.log_softmax(logits)[0, token]), abs=1e-5)
@@ -369,9 +385,10 @@ def test_ensembles():
                          start, max_len=6, eos=EOS)
   s1, s2 = decoder.init_state(p1, memory), decoder.init_state(p2, memory)
   token, done = start, np.zeros(2, bool)
+  step = jax.jit(lambda p, s, t: decoder.step(p, memory, s, t))
   for t in range(6):
-    s1, l1, _ = decoder.step(p1, memory, s1, token)
-    s2, l2, _ = decoder.step(p2, memory, s2, token)
+    s1, l1, _ = step(p1, s1, token)
+    s2, l2, _ = step(p2, s2, token)
     token = jnp.argmax(jax.nn.log_softmax(l1) + jax.nn.log_softmax(l2), -1)
     for b in range(2):
       if not done[b] and t < int(mixed.lengths[b]):

@@ -201,14 +201,18 @@ def _tile(tree, K: int):
 
 def beam_search(decoder: Decoder, params, memory, start, *, beam_size: int, max_len: int,
                 eos: int, pad: int = 0, alpha: float = 0.0, beta: float = 0.0,
-                source_mask=None, max_lengths=None) -> Decoded:
+                source_mask=None, max_lengths=None, n_best: int = 1) -> Decoded:
   """Batched beam search with GNMT's length and coverage penalties (module docstring).
 
   `source_mask [B, S]` marks the positions the coverage penalty counts (needed when
   `beta != 0`). After `max_lengths[b]` steps (default `max_len`) every hypothesis of
   row b is finished as it stands, as when the loop ends at `max_len`: the final choice
-  ranks them with both penalties.
+  ranks them with both penalties. `n_best > 1` (at most `beam_size`) returns the best
+  n hypotheses of each row, best first: every field gains an axis, `tokens [B, n, U]`,
+  `scores [B, n]`.
   """
+  if not 1 <= n_best <= beam_size:
+    raise ValueError(f"n_best: expected 1 to beam_size={beam_size}, got {n_best}")
   start = jnp.asarray(start, jnp.int32)
   B, K = start.shape[0], beam_size
   limit = _limits(max_lengths, B, max_len)
@@ -270,7 +274,14 @@ def beam_search(decoder: Decoder, params, memory, start, *, beam_size: int, max_
   _, _, _, logp, length, _, coverage, seqs, attn = jax.lax.while_loop(
       lambda c: (c[0] < max_len) & ~jnp.all(c[5]), body, init)
   final = logp / length_penalty(length, alpha) + coverage_penalty(coverage, source_mask, beta)
-  best = jnp.argmax(final, axis=1)  # [B]
-  pick = lambda a: jnp.take_along_axis(a, best.reshape(B, *([1] * (a.ndim - 1))), axis=1)[:, 0]
-  weights = None if attention is None else decoder.token_attention(pick(attn))
-  return _finish(pick(seqs), weights, pick(final), eos, pad)
+  if n_best == 1:
+    best = jnp.argmax(final, axis=1)  # [B]
+    pick = lambda a: jnp.take_along_axis(a, best.reshape(B, *([1] * (a.ndim - 1))), axis=1)[:, 0]
+    weights = None if attention is None else decoder.token_attention(pick(attn))
+    return _finish(pick(seqs), weights, pick(final), eos, pad)
+  order = jax.lax.top_k(final, n_best)[1]  # [B, n], best first
+  pick = lambda a: jnp.take_along_axis(a, order.reshape(B, n_best, *([1] * (a.ndim - 2))), axis=1)
+  flat = lambda a: a.reshape(B * n_best, *a.shape[2:])
+  weights = None if attention is None else flat(decoder.token_attention(pick(attn)))
+  out = _finish(flat(pick(seqs)), weights, flat(pick(final)), eos, pad)
+  return Decoded(*(None if a is None else a.reshape(B, n_best, *a.shape[1:]) for a in out))
