@@ -44,7 +44,7 @@ def toy_decoder(V=5, H=6, M=4, attn=True, sharpness=3.0):
     logits = jnp.concatenate([h, context], -1) @ params["w_out"] + params["b_out"]
     return (carry, context), logits, weights
 
-  return seq2seq.Decoder(init_state, step, V), init
+  return seq2seq.Decoder(init_state, step, V, readout=lambda state: state[0].h), init
 
 
 def _memory(B=2, S=3, M=4, seed=0):
@@ -396,3 +396,94 @@ def test_ensembles():
     done |= np.asarray(token) == EOS
   with pytest.raises(ValueError, match="vocabulary"):
     seq2seq.ensemble([decoder, toy_decoder(7)[0]])
+
+
+# -- MIXER ---------------------------------------------------------------------------------
+
+
+def _mixer_case(delta, seed=12):
+  from rnn_jax.seq2seq import mixer
+  decoder, init = toy_decoder(6, sharpness=1.0)
+  params = init(jax.random.key(seed))
+  memory = _memory(seed=seed)
+  start = jnp.full((2,), BOS)
+  targets = jnp.array([[3, 4, 5, 2, EOS, 0], [2, 2, EOS, 0, 0, 0]])
+  lengths = jnp.array([5, 3])
+  run = lambda p: mixer.rollout(decoder, p, memory, start, targets, lengths, delta,
+                                jax.random.key(4), eos=EOS)
+  return decoder, params, memory, start, targets, lengths, run
+
+
+def test_mixer_with_delta_zero_is_cross_entropy_training():
+  from rnn_jax.seq2seq import mixer
+  decoder, params, memory, start, targets, lengths, run = _mixer_case(0)
+  mask = jnp.arange(6)[None] < lengths[:, None]
+  baseline = {"w": jnp.ones((6,)), "c": jnp.array(0.3)}
+
+  def mixer_loss(p):
+    return mixer.loss(run(p), targets, jnp.array([0.5, 0.1]), baseline)[0]
+
+  def xent(p):
+    logits, _ = seq2seq.teacher_forcing(decoder, p, memory, start, targets)
+    gold = jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1)[..., 0]
+    return -jnp.sum(gold * mask) / 2
+
+  out = run(params)
+  np.testing.assert_array_equal(out.xent_mask, mask)
+  assert not bool(out.rl_mask.any())
+  np.testing.assert_array_equal(out.tokens, jnp.where(mask, targets, 0))
+  (a, ga), (b, gb) = jax.value_and_grad(mixer_loss)(params), jax.value_and_grad(xent)(params)
+  np.testing.assert_array_equal(a, b)
+  for x, y in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_mixer_splits_each_row_and_samples_what_sampling_writes():
+  from rnn_jax.seq2seq import mixer
+  decoder, params, memory, start, targets, lengths, run = _mixer_case(2)
+  out = run(params)
+  for b, split in enumerate([3, 1]):  # L_b - 2 steps forced
+    np.testing.assert_array_equal(out.tokens[b, :split], targets[b, :split])
+    assert bool(out.xent_mask[b, :split].all()) and not bool(out.xent_mask[b, split:].any())
+    assert bool(out.rl_mask[b, split]) and not bool(out.rl_mask[b, :split].any())
+  assert not bool((out.xent_mask & out.rl_mask).any())
+  # All of it REINFORCE (delta >= every length): the samples of `sample` with the same key.
+  _, params, memory, start, targets, lengths, run = _mixer_case(6)
+  out = run(params)
+  sampled = seq2seq.sample(decoder, params, memory, start, jax.random.key(4), max_len=6, eos=EOS)
+  assert not bool(out.xent_mask.any())
+  np.testing.assert_array_equal(out.rl_mask, sampled.mask)
+  np.testing.assert_allclose(out.log_probs, sampled.log_probs, rtol=1e-6)
+  ended = sampled.mask & (jnp.arange(6)[None] == sampled.lengths[:, None])
+  np.testing.assert_array_equal(out.tokens, jnp.where(ended, EOS, sampled.tokens))
+
+
+def test_mixer_baseline_learns_the_reward_without_touching_the_policy():
+  from rnn_jax.seq2seq import mixer
+  decoder, params, memory, start, targets, lengths, run = _mixer_case(3)
+  out = run(params)
+  rewards = jnp.array([0.8, 0.2])
+  baseline = mixer.init_baseline(6)
+  # The regressor's squared error sends no gradient into the decoder (features stopped) ...
+  g = jax.grad(lambda p: mixer.loss(run(p), targets, rewards, baseline)[1]["baseline_mse"])(params)
+  assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree_util.tree_leaves(g))
+  # ... and the policy's loss sends none into the regressor (baseline stopped).
+  g = jax.grad(lambda w: mixer.loss(out, targets, rewards, w)[1]["reinforce"])(baseline)
+  assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree_util.tree_leaves(g))
+  # The regressor fits the rewards by gradient descent on its squared error.
+  step = jax.jit(lambda w: jax.tree_util.tree_map(
+      lambda a, d: a - 0.1 * d, w, jax.grad(lambda v: mixer.loss(out, targets, rewards, v)[0])(w)))
+  first = float(mixer.loss(out, targets, rewards, baseline)[1]["baseline_mse"])
+  for _ in range(200):
+    baseline = step(baseline)
+  assert float(mixer.loss(out, targets, rewards, baseline)[1]["baseline_mse"]) < 0.2 * first
+
+
+def test_mixer_delta_schedule():
+  from rnn_jax.seq2seq import mixer
+  got = [int(mixer.delta_schedule(i, 2, 100, 7)) for i in (0, 99, 100, 250, 399, 10_000)]
+  assert got == [0, 0, 2, 4, 6, 7]
+  with pytest.raises(ValueError, match="readout"):
+    plain = seq2seq.Decoder(lambda p, m: None, lambda *a: None, 5)
+    mixer.rollout(plain, {}, None, jnp.zeros((1,)), jnp.zeros((1, 2), jnp.int32),
+                  jnp.array([2]), 0, jax.random.key(0), eos=EOS)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 
 def _identity(weights):
@@ -42,12 +43,15 @@ class Decoder(NamedTuple):
     vocab_size: V.
     token_attention: `[..., U, S]` attention per step -> per output token.
     step_kwargs: the keywords `step` takes beyond its four arguments ("training", "key").
+    readout: `readout(state) -> [N, D]`, the decoder's hidden state as features (what
+      MIXER's baseline regresses on); None if the decoder offers none.
   """
   init_state: Callable[[Any, Any], Any]
   step: Callable[..., tuple[Any, jax.Array, jax.Array | None]]
   vocab_size: int
   token_attention: Callable[[jax.Array], jax.Array] = _identity
   step_kwargs: frozenset = frozenset()
+  readout: Callable[[Any], jax.Array] | None = None
 
 
 def ensemble(decoders: list[Decoder] | tuple[Decoder, ...]) -> Decoder:
@@ -77,4 +81,7 @@ def ensemble(decoders: list[Decoder] | tuple[Decoder, ...]) -> Decoder:
     attention = None if any(w is None for w in weights) else sum(weights) / len(weights)
     return tuple(o[0] for o in outs), log_probs, attention
 
-  return Decoder(init_state, step, V, decoders[0].token_attention)
+  readout = None
+  if all(d.readout is not None for d in decoders):
+    readout = lambda state: jnp.concatenate([d.readout(s) for d, s in zip(decoders, state)], -1)
+  return Decoder(init_state, step, V, decoders[0].token_attention, readout=readout)
