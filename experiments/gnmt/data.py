@@ -294,7 +294,6 @@ def encode_pairs(tokenizer: Tokenizer, pairs: dict, config, progress: bool = Fal
   """
   dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
   sources, targets, directions, truncated = [], [], [], 0
-  threads = getattr(config, "spm_threads", 1)
   total = sum(len(src_lines) for src_lines, _ in pairs.values())
   bar = tqdm(total=total, desc="encoding", unit="pair", disable=not progress, leave=False)
   for d, ((src, tgt), (src_lines, tgt_lines)) in enumerate(pairs.items()):
@@ -304,9 +303,9 @@ def encode_pairs(tokenizer: Tokenizer, pairs: dict, config, progress: bool = Fal
     for s_chunk, t_chunk in zip(_chunks(src_lines, ENCODE_CHUNK), _chunks(tgt_lines, ENCODE_CHUNK)):
       keep = [i for i, (a, b) in enumerate(zip(s_chunk, t_chunk)) if a.strip() and b.strip()]
       s_ids, s_cut = tokenizer.encode_sources([s_chunk[i] for i in keep], tgt,
-                                              config.max_source_len, threads)
+                                              config.max_source_len, config.spm_threads)
       t_ids, t_cut = tokenizer.encode_targets([t_chunk[i] for i in keep],
-                                              config.max_target_len, threads)
+                                              config.max_target_len, config.spm_threads)
       truncated += sum(a or b for a, b in zip(s_cut, t_cut))
       sources.append(Ragged.from_rows(s_ids, dtype))
       targets.append(Ragged.from_rows(t_ids, dtype))
@@ -372,8 +371,8 @@ class Batches:
     self._lengths = np.maximum(_row_lengths(examples.source), _row_lengths(examples.target))
     if batch_tokens:
       cap = max(config.max_source_len, config.max_target_len)
-      self._bucket = np.array([bucket(int(n), cap) for n in np.unique(self._lengths)])
-      self._bucket = self._bucket[np.searchsorted(np.unique(self._lengths), self._lengths)]
+      lengths, index = np.unique(self._lengths, return_inverse=True)
+      self._bucket = np.array([bucket(int(n), cap) for n in lengths])[index]  # [N]
       keys, counts = np.unique(self._bucket, return_counts=True)
       self._rows = {int(k): self.rows_for(int(k)) for k in keys}
       self.steps_per_epoch = int(sum(c // self._rows[int(k)] for k, c in zip(keys, counts)))

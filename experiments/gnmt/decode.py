@@ -55,8 +55,6 @@ def greedy_or_sample(model, params, source, source_lengths, *, max_len: int, bos
 
   Row b stops at EOS or after `max_lengths[b]` steps (default `max_len`).
   """
-  if temperature > 0 and key is None:
-    raise ValueError("key: sampling needs a PRNG key")
   encoded = model.encode(params, source, source_lengths)
   return decoding.greedy(model.decoder(), params, encoded,
                          start_tokens(source, bos, (source.shape[0],)), max_len=max_len,
