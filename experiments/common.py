@@ -94,6 +94,43 @@ class RunConfig:
                                       "0 stops at the first.", may_change=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqTrainingConfig(RunConfig):
+  """How a sequence-to-sequence experiment trains its decoder: the flags every one of them
+  shares (`rnn_jax.seq2seq.objectives`)."""
+  training: str = field("xent", "xent (teacher forcing), scheduled_sampling (Bengio et al. "
+                        "2015), mixer (Ranzato et al. 2016) or scst (self-critical, Rennie et "
+                        "al. 2017); the last two train on a sentence-level reward.")
+  training_start_step: int = field(0, "Plain cross-entropy before this step, --training "
+                                   "from it on (sequence-level methods start from a "
+                                   "trained model).")
+  ss_schedule: str = field("inverse_sigmoid", "Scheduled sampling's ε (the chance of "
+                           "feeding the gold token): linear max(ss_min, k - c i), "
+                           "exponential k^i or inverse_sigmoid k / (k + exp(i / k)).")
+  ss_k: float = field(1000.0, "The schedule's k.")
+  ss_c: float = field(1e-4, "linear: the slope c.")
+  ss_min: float = field(0.0, "linear: the floor of ε.")
+  ss_feed: str = field("sample", "What replaces the gold token: sample (from the softmax), "
+                       "argmax, or uniform (a uniformly drawn token: the paper's uniform "
+                       "scheduled sampling).")
+  mixer_delta_step: int = field(2, "MIXER: Δ, the tokens at the end trained with "
+                                "REINFORCE, grows by this many ...")
+  mixer_delta_every: int = field(1000, "... every this many steps.")
+  sample_temperature: float = field(1.0, "Temperature of the samples that scheduled "
+                                    "sampling, MIXER and SCST draw.")
+
+  def training_method(self):
+    from rnn_jax.seq2seq import objectives  # noqa: PLC0415
+    try:
+      return objectives.Method(
+          self.training, start_step=self.training_start_step, schedule=self.ss_schedule,
+          k=self.ss_k, c=self.ss_c, minimum=self.ss_min, feed=self.ss_feed,
+          delta_step=self.mixer_delta_step, delta_every=self.mixer_delta_every,
+          temperature=self.sample_temperature)
+    except ValueError as e:
+      raise UserError(f"--training and its flags: {e}") from None
+
+
 class UserError(ValueError):
   """A problem with the user's input, reported as one line without a traceback."""
 

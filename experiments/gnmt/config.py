@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments.common import RunConfig, field
+from experiments.common import Seq2SeqTrainingConfig, field
 
 
 @dataclasses.dataclass(frozen=True)
-class GNMTConfig(RunConfig):
+class GNMTConfig(Seq2SeqTrainingConfig):
   """Multilingual GNMT (Wu et al. 2016; Johnson et al. 2017)."""
   mode: str = field("train", "train, or translate (reads --input_file or stdin, writes "
                     "--output_file or stdout, with the workdir's checkpoint).", may_change=True)

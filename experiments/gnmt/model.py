@@ -223,10 +223,13 @@ class GNMT:
   def decoder(self) -> Decoder:
     """GNMT's decoder on the library's contract (`rnn_jax.seq2seq.Decoder`): its memory is
     the `Encoded` source (attention memory and the encoder's final states)."""
-    def step(params, encoded: Encoded, state, tokens):
-      return self.decode_step_logits(params, encoded.memory, state, tokens)
+    def step(params, encoded: Encoded, state, tokens, *, training=False, key=None):
+      return self.decode_step_logits(params, encoded.memory, state, tokens,
+                                     training=training, key=key)
     return Decoder(init_state=lambda params, encoded: self.initial_decoder_state(encoded),
-                   step=step, vocab_size=self.V, token_attention=self.token_attention)
+                   step=step, vocab_size=self.V, token_attention=self.token_attention,
+                   step_kwargs=frozenset({"training", "key"}),
+                   readout=lambda state: state.carries[-1].h)
 
   def decode_step(self, params, memory: attention_lib.Memory, state: DecoderState, tokens):
     """`tokens [N]` -> (new state, log-probs `[N, V]`, attention weights `[N, S]`)."""
@@ -234,10 +237,17 @@ class GNMT:
     return state, jax.nn.log_softmax(logits), weights
 
   def decode_step_logits(self, params, memory: attention_lib.Memory, state: DecoderState,
-                         tokens):
-    """`tokens [N]` -> (new state, logits `[N, V]`, attention weights `[N, S]`)."""
+                         tokens, *, training=False, key=None):
+    """`tokens [N]` -> (new state, logits `[N, V]`, attention weights `[N, S]`).
+
+    With `training` and a `key`, dropout where `decode_train` puts it (the embedding, the
+    input of layers 1.., the softmax input), masks drawn from `key` for this step only.
+    """
     c = self.config
-    x = jnp.take(params["embed_target"], tokens, axis=0)  # [N, H]
+    keys = (list(jax.random.split(key, c.num_layers + 2)) if training and key is not None
+            else [None] * (c.num_layers + 2))
+    drop = lambda k, x: regularizers.dropout(k, x, c.dropout) if training and c.dropout > 0 else x
+    x = drop(keys[-2], jnp.take(params["embed_target"], tokens, axis=0))  # [N, H]
     bottom_in = jnp.concatenate([x, state.context], -1) if c.input_feeding else x
     carries = list(state.carries)
     carries[0], h = self.cell.step(params["decoder"]["layer_0"], carries[0], bottom_in)
@@ -245,7 +255,7 @@ class GNMT:
     upper_context = state.context if c.attention_architecture == "gnmt" else context
     for l in range(1, c.num_layers):
       carries[l], y = self.cell.step(params["decoder"][f"layer_{l}"], carries[l],
-                                     jnp.concatenate([h, upper_context], -1))
+                                     jnp.concatenate([drop(keys[l], h), upper_context], -1))
       h = y + h if self._residual(l) else y
-    logits = h @ params["w_out"] + params["b_out"]
+    logits = drop(keys[-1], h) @ params["w_out"] + params["b_out"]
     return DecoderState(tuple(carries), context), logits, weights

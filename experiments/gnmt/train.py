@@ -23,6 +23,7 @@ from experiments.gnmt import langid
 from experiments.gnmt import model as model_lib
 from experiments.gnmt import plots
 from rnn_jax import training
+from rnn_jax.seq2seq import mixer, objectives, rewards
 
 
 # tensorflow/nmt's decay schemes (nmt/model.py, `_get_decay_info`): the decay starts after this
@@ -68,14 +69,17 @@ def cosine_distance(a, b, eps: float = 1e-8):
   return 1.0 - dot / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + eps)
 
 
-def make_loss_fn(config, model):
+def make_loss_fn(config, model, reward=None):
+  """`loss_fn(params, extra, batch, key)` of `--training` (cross-entropy by default).
 
-  def loss_fn(params, extra, batch, key):
-    k_enc, k_dec = jax.random.split(key)
-    encoded = model.encode(params, batch["source"], batch["source_lengths"], training=True,
-                           key=k_enc)
-    logits, _ = model.decode_train(params, encoded, batch["target_in"], training=True,
-                                   key=k_dec)  # [B, U, V]
+  Cross-entropy runs the whole-sequence decoder (`decode_train`); the other methods run
+  the decoder step by step on the library's contract (`rnn_jax.seq2seq.objectives`),
+  reading the training step from `batch["step"]` and, for mixer and scst, the sentence
+  reward `reward` (`objectives.host_reward`).
+  """
+  method = config.training_method()
+
+  def token_xent(logits, batch):
     U = logits.shape[1]
     mask = (jnp.arange(U)[None, :] < batch["target_lengths"][:, None]).astype(logits.dtype)
     labels = jax.nn.one_hot(batch["target_out"], model.V)
@@ -88,7 +92,28 @@ def make_loss_fn(config, model):
     else:
       loss = jnp.sum(ce * mask) / tokens
     accuracy = jnp.sum((jnp.argmax(logits, -1) == batch["target_out"]) * mask) / tokens
-    metrics = {"nll": jnp.sum(nll * mask) / tokens, "accuracy": accuracy}
+    return loss, {"nll": jnp.sum(nll * mask) / tokens, "accuracy": accuracy}
+
+  def loss_fn(params, extra, batch, key):
+    k_enc, k_dec = jax.random.split(key)
+    encoded = model.encode(params, batch["source"], batch["source_lengths"], training=True,
+                           key=k_enc)
+
+    def teacher(params):
+      logits, _ = model.decode_train(params, encoded, batch["target_in"], training=True,
+                                     key=k_dec)  # [B, U, V]
+      return token_xent(logits, batch)
+
+    if method.name == "xent":
+      loss, metrics = teacher(params)
+    else:
+      loss, metrics = objectives.loss(
+          method, model.decoder(), params, encoded, batch["target_in"][:, 0],
+          batch["target_out"], batch["target_lengths"], jax.random.fold_in(k_dec, 1),
+          batch["step"][0], xent=lambda logits: token_xent(logits, batch), eos=data_lib.EOS,
+          pad=data_lib.PAD, reward=reward, step_kw={"training": True, "key": k_dec},
+          teacher_loss=teacher)
+      metrics = dict(metrics)
     if config.align_loss_weight > 0:
       # Arivazhagan et al. 2019: the encoder reads the target sentence too (behind the same
       # <2xx> token), and the two pooled encodings are pulled together by cosine distance.
@@ -103,7 +128,20 @@ def make_loss_fn(config, model):
   return loss_fn
 
 
+def bleu_reward(tokenizer):
+  """The sentence-BLEU reward of mixer and scst on the host: each output and its
+  reference detokenized, scored by sacrebleu (`rnn_jax.seq2seq.rewards.sentence_bleu`)."""
+
+  def reward(tokens, lengths, targets, target_lengths):
+    hyps = [tokenizer.decode(t[:n]) for t, n in zip(tokens, lengths)]
+    refs = [[tokenizer.decode(t[:n])] for t, n in zip(targets, target_lengths)]
+    return rewards.sentence_bleu(hyps, refs)
+
+  return objectives.host_reward(reward)
+
+
 def check_config(config) -> None:
+  config.training_method()
   for name in ("hidden_size", "num_layers", "batch_size", "eval_batch_size", "vocab_size",
                "max_source_len", "max_target_len"):
     if getattr(config, name) < 1:
@@ -312,7 +350,10 @@ def build(config, workdir: str, corpus=None):
   num_steps = config.max_steps if config.max_steps > 0 else config.train_steps
   optimizer = make_optimizer(config, num_steps)
   key = jax.random.key(config.seed)
-  state = training.state.create_state(model.init(jax.random.fold_in(key, 0)), optimizer)
+  params = model.init(jax.random.fold_in(key, 0))
+  if config.training == "mixer":  # MIXER's linear baseline on the top decoder layer's h
+    params[objectives.BASELINE] = mixer.init_baseline(config.hidden_size)
+  state = training.state.create_state(params, optimizer)
   return tokenizer, model, optimizer, state, num_steps, key
 
 
@@ -355,10 +396,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
                   state.params)
     return metrics
 
+  reward = bleu_reward(tokenizer) if config.training in ("mixer", "scst") else None
+
+  def batch_at(step):
+    batch = batches(step, process=process)
+    if config.training != "xent":  # the schedules of --training read the step
+      batch["step"] = np.full((len(batch["source"]),), step, np.int32)
+    return batch
+
   state = training.fit(
       workdir=workdir, experiment="gnmt", state=state,
-      train_step=training.make_train_step(make_loss_fn(config, model), optimizer),
-      batch_at=lambda step: batches(step, process=process), num_steps=num_steps,
+      train_step=training.make_train_step(make_loss_fn(config, model, reward), optimizer),
+      batch_at=batch_at, num_steps=num_steps,
       key=jax.random.fold_in(key, 1), evaluate=evaluate_valid,
       eval_every=config.eval_every or 500, checkpoint_every=config.checkpoint_every,
       log_every=config.log_every, mesh=mesh,

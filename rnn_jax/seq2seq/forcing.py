@@ -12,7 +12,9 @@ training step i:
 The model's token is sampled from its softmax (default; `feed="argmax"` takes the
 most likely one, `feed="uniform"` a token drawn uniformly from the vocabulary:
 the "uniform scheduled sampling" row of Bengio et al.'s table); ε = 0 throughout
-is their "always sampling". No gradient flows through the choice. Both run the
+is their "always sampling". No gradient flows through the choice. `step_kw`, the
+keywords of the decoder's step (`{"training": True, "key": k}` for dropout), reach
+every step, the key folded with the step index. Both run the
 decoder step by step under `lax.scan` on the `Decoder` contract and return the
 logits `[B, U, V]` to train with the usual cross-entropy against the targets.
 """
@@ -50,23 +52,33 @@ SCHEDULES = {"linear": linear_schedule, "exponential": exponential_schedule,
              "inverse_sigmoid": inverse_sigmoid_schedule}
 
 
-def teacher_forcing(decoder: Decoder, params, memory, start, targets, **step_kw):
+def _at(step_kw: dict | None, t) -> dict:
+  """The step's keywords at step t: a dropout `key` is folded with t (fresh masks per step)."""
+  step_kw = step_kw or {}
+  if step_kw.get("key") is None:
+    return step_kw
+  return {**step_kw, "key": jax.random.fold_in(step_kw["key"], t)}
+
+
+def teacher_forcing(decoder: Decoder, params, memory, start, targets, *, step_kw=None):
   """Logits `[B, U, V]` (and attention `[B, U, S]` or None) with the gold tokens fed:
   `start [B]` first, then `targets[:, :-1]` (`targets [B, U]`)."""
   start = jnp.asarray(start, jnp.int32)
   inputs = jnp.concatenate([start[:, None], targets[:, :-1]], axis=1)  # [B, U]
 
-  def body(state, token):
-    state, logits, weights = decoder.step(params, memory, state, token, **step_kw)
+  def body(state, xs):
+    token, t = xs
+    state, logits, weights = decoder.step(params, memory, state, token, **_at(step_kw, t))
     return state, (logits, weights)
 
-  _, (logits, weights) = jax.lax.scan(body, decoder.init_state(params, memory), inputs.T)
+  _, (logits, weights) = jax.lax.scan(body, decoder.init_state(params, memory),
+                                      (inputs.T, jnp.arange(inputs.shape[1])))
   weights = None if weights is None else jnp.swapaxes(weights, 0, 1)
   return jnp.swapaxes(logits, 0, 1), weights
 
 
 def scheduled_sampling(decoder: Decoder, params, memory, start, targets, key, epsilon, *,
-                       feed: str = "sample", temperature: float = 1.0, **step_kw):
+                       feed: str = "sample", temperature: float = 1.0, step_kw=None):
   """Logits `[B, U, V]`, attention (or None) and `gold [B, U]` (True where the gold token
   was fed) with each next input the gold token with probability `epsilon`, otherwise
   the model's own (module docstring). The first input is always `start`.
@@ -83,7 +95,7 @@ def scheduled_sampling(decoder: Decoder, params, memory, start, targets, key, ep
 
   def body(carry, t):
     state, token = carry
-    state, logits, weights = decoder.step(params, memory, state, token, **step_kw)
+    state, logits, weights = decoder.step(params, memory, state, token, **_at(step_kw, t))
     k_token = jax.random.fold_in(key, t)
     k_coin = jax.random.fold_in(k_token, 1)
     chosen = jax.lax.stop_gradient(logits)
