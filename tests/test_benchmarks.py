@@ -134,3 +134,16 @@ def test_gpu_script_runs_its_steps(tmp_path):
   results = json.loads((tmp_path / "rnn_gpu.json").read_text())
   assert {r["implementation"] for r in results["rows"]} >= {"rnn_jax/fused", "flax", "torch"}
   assert (tmp_path / "tests.log").exists() and (tmp_path / "env.log").exists()
+
+
+def test_seq2seq_training_benchmark_times_every_method(tmp_path):
+  path = tmp_path / "seq2seq.json"
+  out = _run("benchmarks.seq2seq_training", "--hidden_size=8", "--num_layers=2",
+             "--batch_size=4", "--source_len=5", "--target_len=6", "--vocab_size=20",
+             "--steps=1", "--turns=1", f"--json={path}")
+  rows = {r["method"]: r for r in json.loads(path.read_text())["rows"]}
+  assert set(rows) == {"xent", "teacher_forcing", "scheduled_sampling", "mixer", "scst"}, out
+  assert rows["teacher_forcing"]["vs_teacher_forcing"] == 1.0
+  for name in ("mixer", "scst"):  # the host reward ran inside the step, and was timed
+    assert rows[name]["host_reward_ms"] > 0, out
+  assert rows["xent"]["host_reward_ms"] == 0
