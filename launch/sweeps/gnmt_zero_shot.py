@@ -1,6 +1,7 @@
 """Zero-shot remedies for the tiny_cpu GNMT (issue #19), each over three seeds: the
 target-language token as the decoder's first input, Arivazhagan et al. (2019)'s alignment
-loss on the encoder, and both. Read zero-shot BLEU and off-target rate against the
+loss on the encoder (max or mean pooling, weight 1 or 10), and both. `--only` picks
+trials (the baseline's seeds are gnmt_seeds' too). Read zero-shot BLEU and off-target rate against the
 supervised directions, seed spread included:
 
     python -m launch.sweep --sweep=gnmt_zero_shot --workdir_root=runs/gnmt_zero_shot \
@@ -19,6 +20,10 @@ REMEDIES = [
     {"decoder_start": "language", "align_loss_weight": 0.0},
     {"decoder_start": "bos", "align_loss_weight": 1.0},
     {"decoder_start": "language", "align_loss_weight": 1.0},
+    # Max pooling's cosine distance is near 0 from the first steps (a weak pull): mean
+    # pooling, and a ten times larger weight.
+    {"decoder_start": "language", "align_loss_weight": 1.0, "align_pooling": "mean"},
+    {"decoder_start": "language", "align_loss_weight": 10.0},
 ]
 
 
