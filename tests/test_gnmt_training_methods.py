@@ -153,3 +153,24 @@ def test_bleu_reward_scores_detokenized_outputs():
 def test_unknown_training_method_is_a_user_error():
   with pytest.raises(UserError, match="--training"):
     train.check_config(gnmt_config(H, V, training="reinforce_everything"))
+
+
+def test_mixer_trains_end_to_end_and_resumes_with_its_baseline(tmp_path):
+  """The whole experiment with --training=mixer from step 4 (Δ = 4 more tokens every 2
+  steps), stopped at step 6 and resumed to 8: the baseline's params live in the
+  checkpoints, the reward runs on the host, and the logged Δ follows the schedule."""
+  import json
+  import os
+
+  from test_gnmt_eval import _tiny
+  args = ["--training=mixer", "--training_start_step=4", "--mixer_delta_step=4",
+          "--mixer_delta_every=2", "--eval_every=100", "--log_every=2", "--checkpoint_every=2"]
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_tiny(*args, "--max_steps=6"), workdir)
+  results = train.train_and_evaluate(_tiny(*args, "--max_steps=8"), workdir)
+  assert results["step"] == 8
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = {r["step"]: r for r in map(json.loads, f) if "train/delta" in r}
+  # Steps 0-3 cross-entropy (Δ reported 0), then Δ(i) = 4 * ((i - 4) // 2): 0, 0, 4, 4.
+  assert [rows[s]["train/delta"] for s in (2, 4, 6, 8)] == [0.0, 0.0, 0.0, 4.0]
+  assert rows[8]["train/reinforce"] != 0.0 and 0.0 <= rows[8]["train/reward"] <= 1.0

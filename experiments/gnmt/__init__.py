@@ -25,6 +25,15 @@ directions; `test_params` and `test_params_steps` name the params tested:
 `--decode_length_ratio=2` limits each output to twice its source's pieces
 (tensorflow/nmt; 0, the default, leaves --max_target_len alone). Decoding runs
 in batches sorted by source length, split over the devices like training.
+
+`--training` picks how the decoder learns (`rnn_jax.seq2seq.objectives`):
+xent (default: teacher forcing, the whole-sequence decoder), scheduled_sampling
+(`--ss_schedule`, `--ss_k`, `--ss_c`, `--ss_min`, `--ss_feed`), mixer
+(`--mixer_delta_step` tokens more every `--mixer_delta_every` steps) or scst, the
+last two rewarded by sacrebleu's sentence BLEU of the detokenized output (computed
+on the host inside the step); `--training_start_step=N` trains with cross-entropy
+before step N. The stepwise methods run the decoder on the library's contract
+(`GNMT.decoder()`), dropout included.
 Measured figures and their commands are in experiments/gnmt/RESULTS.md.
 """
 
