@@ -384,7 +384,7 @@ def test_wmt_through_tfds_mock_data(tmp_path):
 def test_gnmt_flagfiles_parse():
   from experiments import common
   expected = {"tiny_cpu": (64, 8, "numbers"), "multi30k": (256, 8, "multi30k"),
-              "multi30k_cpu": (256, 8, "multi30k"),
+              "multi30k_cpu": (256, 3, "multi30k"),
               "wmt14_gnmt_8layer": (1024, 8, "wmt14_translate")}
   for name, (hidden, layers, corpus) in expected.items():
     config = common.config_from_flagfile(GNMTConfig, f"experiments/flagfiles/gnmt/{name}.flags",

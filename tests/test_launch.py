@@ -129,7 +129,7 @@ def test_shipped_sweeps_load(sweep_file):
   names = [t.name for t in sweep.trials]
   assert names and len(set(names)) == len(names)
   expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12,
-              "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 12}
+              "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 18}
   assert len(names) == expected[sweep.name]
   if sweep.name == "zaremba_ptb":
     assert names == ["zaremba_small", "zaremba_medium", "zaremba_large"]
@@ -139,9 +139,11 @@ def test_shipped_sweeps_load(sweep_file):
   if sweep.name == "gnmt_seeds":
     assert names == [f"seed={s}" for s in range(10)]
   if sweep.name == "gnmt_zero_shot":
-    assert {(t.flags["decoder_start"], t.flags["align_loss_weight"], t.flags["seed"])
-            for t in sweep.trials} == {(d, w, s) for d in ("bos", "language")
-                                       for w in (0.0, 1.0) for s in range(3)}
+    grid = {(d, w, "max", s) for d in ("bos", "language") for w in (0.0, 1.0) for s in range(3)}
+    grid |= {("language", 1.0, "mean", s) for s in range(3)}
+    grid |= {("language", 10.0, "max", s) for s in range(3)}
+    assert {(t.flags["decoder_start"], t.flags["align_loss_weight"],
+             t.flags.get("align_pooling", "max"), t.flags["seed"]) for t in sweep.trials} == grid
   if sweep.name == "gnmt_ablations":
     assert "bidirectional_bottom=false" in names and "attention=luong_general" in names
     assert "--bidirectional_bottom=false" in sweep.trials[1].flag_args()
