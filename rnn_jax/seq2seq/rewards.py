@@ -17,6 +17,7 @@ on the host between two jitted calls: sample (jitted) -> `tokens` to text -> rew
 from __future__ import annotations
 
 import collections
+import functools
 import math
 from typing import Sequence
 
@@ -58,6 +59,8 @@ class CiderD:
     for refs in corpus:
       self.document_frequency.update({g for ref in refs for g in _ngrams(ref, n)})
     self.ref_len = math.log(float(len(corpus)))
+    # A reward scores the same references step after step: their vectors are computed once.
+    self._vector = functools.lru_cache(maxsize=1 << 16)(self._vector)
 
   def _vector(self, sentence: str):
     """tf-idf vectors per n-gram order, their norms, and the length (in bigrams)."""
