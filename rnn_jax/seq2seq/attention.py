@@ -89,3 +89,20 @@ def attend_all(params, kind: str, memory: Memory, queries):
   context, weights = jax.vmap(lambda q: attend(params, kind, memory, q), in_axes=1,
                               out_axes=1)(queries)
   return context, weights
+
+
+def doubly_stochastic_penalty(weights, step_mask):
+  """Xu et al. (2015)'s doubly stochastic regulariser, per example: `Σ_s (1 - Σ_t α_ts)²`.
+
+  The softmax makes Σ_s α_ts = 1 at each step; this pushes Σ_t α_ts towards 1 too, so
+  that over a caption the model looks at every region about once.
+
+  Args:
+    weights: `[B, U, S]` attention at each decoder step.
+    step_mask: `[B, U]`, True (or 1) at the steps that count (the valid output tokens).
+
+  Returns:
+    `[B]`; scale by λ and average over the batch for the loss.
+  """
+  coverage = jnp.einsum("bus,bu->bs", weights, step_mask.astype(weights.dtype))  # [B, S]
+  return jnp.sum(jnp.square(1.0 - coverage), axis=-1)

@@ -113,7 +113,8 @@ def host_reward(fn: RewardFn):
 
 def loss(method: Method, decoder: Decoder, params, memory, start, targets, target_lengths,
          key, step, *, xent: Callable, eos: int, pad: int = 0, reward=None, step_kw=None,
-         teacher_loss: Callable | None = None):
+         teacher_loss: Callable | None = None, reward_refs: tuple | None = None,
+         attention_penalty: Callable | None = None):
   """The loss of `method` for one batch (module docstring).
 
   Args:
@@ -128,6 +129,13 @@ def loss(method: Method, decoder: Decoder, params, memory, start, targets, targe
     teacher_loss: `teacher_loss(params) -> (loss, metrics)`, the experiment's own
       teacher-forced loss (e.g. a fused whole-sequence decoder) used for `xent` and
       before `start_step`; default: `forcing.teacher_forcing` on the contract, then `xent`.
+    reward_refs: the reward's third and fourth arguments, batch-major arrays that say what
+      each row is scored against; default `(targets, target_lengths - 1)`, the one gold
+      output. Captioning passes each row's image index, so that the host scores a caption
+      against all of its image's references.
+    attention_penalty: `attention_penalty(weights [B, U, S]) -> scalar`, added to the
+      teacher-forced and the scheduled-sampling losses (reported as `attention_penalty`):
+      e.g. Show, Attend and Tell's doubly stochastic term. Not used with `teacher_loss`.
 
   Returns:
     `(loss, metrics)`; metrics always hold `xent`-side metrics or the method's own, and
@@ -138,22 +146,31 @@ def loss(method: Method, decoder: Decoder, params, memory, start, targets, targe
   if method.sequence_level and reward is None:
     raise ValueError(f"training method {method.name}: needs a reward function")
   targets = jnp.asarray(targets, jnp.int32)
+  if reward_refs is None:
+    reward_refs = (targets, target_lengths - 1)
 
   def teacher(params):
     if teacher_loss is not None:
       return teacher_loss(params)
-    logits, _ = forcing.teacher_forcing(decoder, params, memory, start, targets,
-                                        step_kw=step_kw)
-    return xent(logits)
+    logits, weights = forcing.teacher_forcing(decoder, params, memory, start, targets,
+                                              step_kw=step_kw)
+    return with_penalty(xent(logits), weights)
+
+  def with_penalty(value_metrics, weights):
+    if attention_penalty is None:
+      return value_metrics
+    value, metrics = value_metrics
+    penalty = attention_penalty(weights)
+    return value + penalty, dict(metrics, attention_penalty=penalty)
 
   def method_loss(params):
     if method.name == "xent":
       return teacher(params)
     if method.name == "scheduled_sampling":
-      logits, _, gold = forcing.scheduled_sampling(
+      logits, weights, gold = forcing.scheduled_sampling(
           decoder, params, memory, start, targets, key, method.epsilon(step), feed=method.feed,
           temperature=method.temperature, step_kw=step_kw)
-      value, metrics = xent(logits)
+      value, metrics = with_penalty(xent(logits), weights)
       mask = jnp.arange(targets.shape[1])[None, :] < target_lengths[:, None]
       metrics = dict(metrics, gold_fed=jnp.sum(gold * mask) / jnp.maximum(mask.sum(), 1))
       return value, metrics
@@ -162,7 +179,7 @@ def loss(method: Method, decoder: Decoder, params, memory, start, targets, targe
       out = mixer.rollout(decoder, params, memory, start, targets, target_lengths, delta, key,
                           eos=eos, pad=pad, temperature=method.temperature)
       lengths = jnp.sum(out.xent_mask | out.rl_mask, axis=1) - jnp.any(out.tokens == eos, 1)
-      rewards = reward(out.tokens, lengths, targets, target_lengths - 1)
+      rewards = reward(out.tokens, lengths, *reward_refs)
       value, metrics = mixer.loss(out, targets, rewards, params[BASELINE])
       return value, dict(metrics, reward=jnp.mean(rewards), delta=jnp.asarray(delta, jnp.float32))
     # scst
@@ -171,8 +188,8 @@ def loss(method: Method, decoder: Decoder, params, memory, start, targets, targe
                               temperature=method.temperature)
     greedy = decoding.sample(decoder, jax.lax.stop_gradient(params), memory, start, key,
                              max_len=U, eos=eos, pad=pad, greedy_=True)
-    r = reward(sampled.tokens, sampled.lengths, targets, target_lengths - 1)
-    r_greedy = reward(greedy.tokens, greedy.lengths, targets, target_lengths - 1)
+    r = reward(sampled.tokens, sampled.lengths, *reward_refs)
+    r_greedy = reward(greedy.tokens, greedy.lengths, *reward_refs)
     value = sequence_losses.self_critical_loss(sampled.log_probs, sampled.mask, r, r_greedy)
     return value, {"reward": jnp.mean(r), "greedy_reward": jnp.mean(r_greedy)}
 
