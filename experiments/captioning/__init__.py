@@ -9,6 +9,6 @@
 """
 
 from experiments.captioning.config import CaptioningConfig
-from experiments.captioning.train import caption, train_and_evaluate
+from experiments.captioning.train import caption, evaluate_ensemble, train_and_evaluate
 
-__all__ = ["CaptioningConfig", "caption", "train_and_evaluate"]
+__all__ = ["CaptioningConfig", "caption", "evaluate_ensemble", "train_and_evaluate"]

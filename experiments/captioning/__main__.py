@@ -1,7 +1,7 @@
 """Command line of the captioning experiment; see `experiments/captioning/__init__.py`."""
 
 from experiments import common
-from experiments.captioning import CaptioningConfig, caption, train_and_evaluate
+from experiments.captioning import CaptioningConfig, caption, evaluate_ensemble, train_and_evaluate
 
 common.define_flags(CaptioningConfig)
 
@@ -13,6 +13,9 @@ def main(argv):
     caption(config, common.existing_workdir())
     return
   workdir = common.prepare_workdir("captioning", config)
+  if config.mode == "ensemble":
+    evaluate_ensemble(config, workdir)
+    return
   train_and_evaluate(config, workdir)
 
 

@@ -15,8 +15,9 @@ class CaptioningConfig(Seq2SeqTrainingConfig):
   """Show and Tell (Vinyals et al. 2015) and Show, Attend and Tell (Xu et al. 2015)."""
   mode: str = field("train", "train: train in --workdir, then evaluate on the test split; "
                     "caption: caption every image (or .npy feature file) in --caption_dir "
-                    "with the workdir's model, writing COCO results JSON and attention plots.",
-                    may_change=True)
+                    "with the workdir's model, writing COCO results JSON and attention plots; "
+                    "ensemble: evaluate the --ensemble runs decoding together, results in "
+                    "--workdir.")
   model: str = field("show_attend_tell", "show_attend_tell (soft attention over the CNN's "
                      "regions) or show_and_tell (NIC: the image embedding is the LSTM's first "
                      "input).")
@@ -69,9 +70,9 @@ class CaptioningConfig(Seq2SeqTrainingConfig):
   eval_metrics: list = field(["bleu", "cider"], "COCO metrics during training (validation); "
                              "the test split gets all of them.")
   num_attention_plots: int = field(8, "Test images whose per-word attention is plotted.")
-  ensemble: list = field([], "Workdirs of other trained runs whose models decode together "
-                         "with this one (log-probs averaged per step) at test time.",
-                         may_change=True)
+  ensemble: list = field([], "--mode=ensemble: the trained runs' workdirs (a relative path "
+                         "is a sibling of --workdir, as a sweep's trials are); their models "
+                         "decode together, log-probs averaged per step.")
   caption_dir: str = field("", "--mode=caption: folder of images or .npy features.",
                            may_change=True)
   output_file: str = field("", "--mode=caption: where the COCO results JSON goes (default "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import sys
@@ -28,8 +29,8 @@ def check_config(config) -> None:
     raise UserError(f"--model: expected one of {', '.join(MODELS)}, got {config.model!r}")
   if config.corpus not in CORPORA:
     raise UserError(f"--corpus: expected one of {', '.join(CORPORA)}, got {config.corpus!r}")
-  if config.mode not in ("train", "caption"):
-    raise UserError(f"--mode: expected train or caption, got {config.mode!r}")
+  if config.mode not in ("train", "caption", "ensemble"):
+    raise UserError(f"--mode: expected train, caption or ensemble, got {config.mode!r}")
   for name in ("embed_size", "hidden_size", "attention_size", "batch_size", "train_steps",
                "max_caption_len", "eval_batch_size", "image_size", "min_word_count"):
     if getattr(config, name) < 1:
@@ -124,54 +125,79 @@ def cider_reward(vocab: data_lib.Vocabulary, split: data_lib.Split):
   return objectives.host_reward(reward)
 
 
-def build(config, workdir: str, corpus: data_lib.Corpus):
-  vocab = data_lib.vocabulary_for(workdir, corpus, config.min_word_count)
-  feature_size = None if corpus.train.features is None else corpus.train.features.shape[-1]
+def build(config, workdir: str, corpus: data_lib.Corpus | None = None,
+          feature_size: int | None = None):
+  """Vocabulary, model, optimizer and a fresh train state (the structure checkpoints restore
+  into). Without `corpus` the workdir's vocab.json must exist; `feature_size` is D of
+  precomputed features (None: the CNN reads images)."""
+  vocab_path = os.path.join(workdir, "vocab.json")
+  if corpus is None:
+    if not os.path.exists(vocab_path):
+      raise UserError(f"{workdir} has no vocab.json: is it a trained captioning run?")
+    vocab = data_lib.Vocabulary.load(vocab_path)
+  else:
+    vocab = data_lib.vocabulary_for(workdir, corpus, config.min_word_count)
+    if corpus.train.features is not None:
+      feature_size = corpus.train.features.shape[-1]
   model = model_lib.Captioner(config, len(vocab), feature_size)
   num_steps = config.max_steps if config.max_steps > 0 else config.train_steps
   optimizer = training.optimizer(config.optimizer, learning_rate_schedule(config, num_steps),
                                  config.max_grad_norm)
   key = jax.random.key(config.seed)
   params = model.init(jax.random.fold_in(key, 0))
-  if config.encoder_from:
-    params["encoder"] = _encoder_from(config, model, params)
   if config.training == "mixer":  # MIXER's linear baseline on the LSTM's h
     params[objectives.BASELINE] = mixer.init_baseline(config.hidden_size)
+  if config.encoder_from:
+    params["encoder"] = restore(config.encoder_from, feature_size)[2]["encoder"]
   state = training.state.create_state(params, optimizer)
   return vocab, model, optimizer, state, num_steps, key
 
 
-def _encoder_from(config, model, params):
-  """The CNN params of another captioning workdir's latest checkpoint."""
-  if "encoder" not in params:
-    raise UserError("--encoder_from: this run reads precomputed features and has no CNN")
-  ckpt = training.Checkpointer(config.encoder_from, "captioning")
-  try:
-    restored, _ = ckpt.restore_latest(training.TrainState(0, params, None, {}))
-  except Exception as e:  # noqa: BLE001 - any restore failure is the user's path
-    raise UserError(f"--encoder_from={config.encoder_from}: cannot restore its CNN ({e})")
-  finally:
-    ckpt.close()
+def restore(workdir: str, feature_size: int | None = None):
+  """`(config, vocab, params, model)` of a trained captioning run: its flags.txt, vocab.json
+  and latest checkpoint."""
+  from experiments import common
+  from experiments.captioning.config import CaptioningConfig
+  flags_path = os.path.join(workdir, "flags.txt")
+  if common.flagfile_experiment(flags_path) != "captioning":
+    raise UserError(f"{workdir} is not a captioning run (no captioning flags.txt there)")
+  config = common.config_from_flagfile(CaptioningConfig, flags_path)
+  config = dataclasses.replace(config, encoder_from="")  # the checkpoint holds the CNN
+  vocab, model, _, state, _, _ = build(config, workdir, None, feature_size)
+  checkpointer = training.Checkpointer(workdir, "captioning")
+  checkpointer.check_owner()
+  restored, _ = checkpointer.restore_latest(state)
+  checkpointer.close()
   if restored is None:
-    raise UserError(f"--encoder_from={config.encoder_from}: no checkpoint there")
-  return restored.params["encoder"]
+    raise UserError(f"{workdir} has no checkpoint")
+  return config, vocab, restored.params, model
 
 
 class Captioner:
-  """Batched, jitted captioning of a split's images: tokens, lengths and attention."""
+  """Batched, jitted captioning of images: tokens, lengths and attention.
 
-  def __init__(self, config, model, vocab, mesh=None):
-    self.config, self.model, self.vocab = config, model, vocab
+  With several models (an ensemble, `seq2seq.ensemble`) their log-probs are averaged
+  per step; `params` is then the tuple of their params.
+  """
+
+  def __init__(self, config, models, vocab, mesh=None):
+    self.config, self.vocab = config, vocab
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    self.ensemble = len(models) > 1
     self.mesh = mesh if mesh is not None else training.data_mesh(config.num_devices or None)
+    decoder = (seq2seq.ensemble([m.decoder() for m in models]) if self.ensemble
+               else models[0].decoder())
 
     def run(params, inputs):
-      memory = model.memory(params, model.encode(params, inputs))
+      params_all = params if self.ensemble else (params,)
+      memory = tuple(m.memory(p, m.encode(p, inputs)) for m, p in zip(models, params_all))
+      memory = memory if self.ensemble else memory[0]
       start = jnp.full((inputs.shape[0],), data_lib.BOS, jnp.int32)
       kw = dict(max_len=config.max_caption_len + 1, eos=data_lib.EOS, pad=data_lib.PAD)
       if config.beam_size > 0:
-        return seq2seq.beam_search(model.decoder(), params, memory, start,
+        return seq2seq.beam_search(decoder, params, memory, start,
                                    beam_size=config.beam_size, **kw)
-      return seq2seq.greedy(model.decoder(), params, memory, start, **kw)
+      return seq2seq.greedy(decoder, params, memory, start, **kw)
 
     self._run = jax.jit(run)
 
@@ -180,7 +206,7 @@ class Captioner:
     d = self.mesh.size
     return -(-self.config.eval_batch_size // d) * d
 
-  def __call__(self, params, inputs: np.ndarray, progress: bool = False):
+  def __call__(self, params, inputs: np.ndarray):
     """`inputs [N, ...]` -> (captions: list[str], tokens: list of arrays, attention: list of
     `[len + 1, R]` arrays or None), in the order given."""
     params = jax.device_put(params, training.parallel.replicated(self.mesh))
@@ -332,22 +358,16 @@ def caption(config, workdir: str) -> list[dict]:
   check_config(config)
   if not config.caption_dir:
     raise UserError("--mode=caption needs --caption_dir, a folder of images or .npy files")
-  vocab_path = os.path.join(workdir, "vocab.json")
-  if not os.path.exists(vocab_path):
-    raise UserError(f"--workdir={workdir} has no vocab.json: train there first")
-  vocab = data_lib.Vocabulary.load(vocab_path)
   names, inputs, is_images = corpora.read_folder(config.caption_dir, config.image_size)
-  feature_size = None if is_images else inputs.shape[-1]
-  model = model_lib.Captioner(config, len(vocab), feature_size)
-  state = training.state.create_state(model.init(jax.random.key(0)), optax.identity())
-  ckpt = training.Checkpointer(workdir, "captioning")
-  ckpt.check_owner()
-  restored, _ = ckpt.restore_latest(state)
-  ckpt.close()
-  if restored is None:
-    raise UserError(f"--workdir={workdir} has no checkpoint to caption with")
-  captioner = Captioner(config, model, vocab)
-  captions, tokens, weights = captioner(restored.params, inputs)
+  trained, vocab, params, model = restore(workdir, None if is_images else inputs.shape[-1])
+  if model.use_cnn != is_images:
+    raise UserError(f"--caption_dir={config.caption_dir} holds "
+                    f"{'images' if is_images else 'features'}, but the run in {workdir} "
+                    f"read {'images' if model.use_cnn else 'features'}")
+  captioner = Captioner(dataclasses.replace(trained, beam_size=config.beam_size,
+                                            eval_batch_size=config.eval_batch_size),
+                        model, vocab)
+  captions, tokens, weights = captioner(params, inputs)
   results = evaluate.coco_results(names, captions)
   path = config.output_file or os.path.join(workdir, "captions.json")
   with open(path, "w") as f:
@@ -356,6 +376,51 @@ def caption(config, workdir: str) -> list[dict]:
     from experiments.vision import cnn
     split = data_lib.Split(names, [[] for _ in names], inputs, None, None)
     plot_attention(os.path.join(workdir, "captions"), split, vocab, tokens, weights,
-                   cnn.grid_shape(model.encoder, config.image_size), len(names))
+                   cnn.grid_shape(model.encoder, trained.image_size), len(names))
   print(f"{len(captions)} captions written to {path}", file=sys.stderr)
+  return results
+
+
+def ensemble_members(config, workdir: str) -> list[str]:
+  """`--ensemble`'s workdirs; a relative path is a sibling of `workdir` (a sweep's trials)."""
+  if not config.ensemble:
+    raise UserError("--mode=ensemble needs --ensemble=WORKDIR,WORKDIR,...: the trained runs")
+  parent = os.path.dirname(os.path.abspath(workdir))
+  members = [p if os.path.isabs(p) else os.path.join(parent, p) for p in config.ensemble]
+  for m in members:
+    if not os.path.exists(os.path.join(m, "results.json")):
+      raise UserError(f"--ensemble: {m} has not finished (no results.json); rerun this "
+                      "command once it has")
+  return members
+
+
+def evaluate_ensemble(config, workdir: str) -> dict:
+  """`--mode=ensemble`: the test split captioned by the members of `--ensemble` together
+  (log-probs averaged per step); writes results.json with the `test/` metrics."""
+  check_config(config)
+  start_time = time.time()
+  members = ensemble_members(config, workdir)
+  corpus = data_lib.load(config)
+  feature_size = None if corpus.test.features is None else corpus.test.features.shape[-1]
+  restored = [restore(m, feature_size) for m in members]
+  vocab = restored[0][1]
+  for m, (_, v, _, _) in zip(members, restored):
+    if v.words != vocab.words:
+      raise UserError(f"--ensemble: {m} has another vocabulary than {members[0]}")
+  models = [r[3] for r in restored]
+  params = tuple(r[2] for r in restored)
+  captioner = Captioner(config, models, vocab)
+  test = corpus.test
+  captions, tokens, weights = captioner(params, test.inputs)
+  results = {f"test/{k}": v for k, v in score(test, captions).items()}
+  if all(m.attend for m in models) and test.objects is not None:
+    from experiments.vision import cnn
+    grid = cnn.grid_shape(models[0].encoder, config.image_size)
+    results.update(localisation(test, vocab, tokens, weights, grid, config.image_size))
+  results.update({"ensemble/size": len(members), "ensemble/members": members,
+                  "wall_time_s": time.time() - start_time})
+  if jax.process_index() == 0:
+    training.metrics.write_results(workdir, results)
+  print(f"ensemble of {len(members)}: " + ", ".join(
+      f"{k} {v:.3f}" for k, v in results.items() if k.startswith("test/")), flush=True)
   return results
