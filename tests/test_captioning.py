@@ -211,3 +211,87 @@ def test_the_cider_reward_scores_against_every_reference_of_the_image():
   swapped = reward(jnp.asarray(tokens), jnp.asarray(lengths), jnp.array([[1], [0]]),
                    jnp.zeros(2, jnp.int32))
   assert np.all(np.asarray(swapped) < np.asarray(got))
+
+
+def test_the_cpu_run_learns_to_caption_scenes(tmp_path):
+  """Show, Attend and Tell with its CNN, trained briefly on scenes: CIDEr-D well above the
+  captioner that always writes the most frequent training caption, attention measured."""
+  cfg = CaptioningConfig(
+      train_images=1000, valid_images=50, test_images=100, cnn_features=["16", "32", "64"],
+      embed_size=32, hidden_size=96, attention_size=48, batch_size=32, learning_rate=4e-3,
+      train_steps=500, warmup_steps=20, eval_every=500, checkpoint_every=500, log_every=100,
+      beam_size=2, max_caption_len=12, num_attention_plots=1, progress=False,
+      eval_metrics=["cider"])
+  results = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  assert results["most_frequent/CIDEr"] > 0.1  # a fair baseline: scenes share wording
+  assert results["test/CIDEr"] > 1.5 * results["most_frequent/CIDEr"], results
+  assert results["localisation/nouns"] > 0
+  assert 0.0 < results["localisation/uniform"] < 1.0
+  assert (tmp_path / "test_captions.json").exists() and (tmp_path / "attention").is_dir()
+
+
+@pytest.mark.parametrize("name", ["scenes_cpu", "digits_cpu", "coco_karpathy"])
+def test_flagfiles_parse_and_validate(name):
+  from experiments import common
+  cfg = common.config_from_flagfile(
+      CaptioningConfig, f"experiments/flagfiles/captioning/{name}.flags",
+      root=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+  train_lib.check_config(cfg)
+  assert cfg.model == "show_attend_tell"
+
+
+def _tiny(**kw):
+  base = dict(train_images=200, valid_images=20, test_images=24, cnn_features=["8", "16"],
+              embed_size=16, hidden_size=24, attention_size=12, batch_size=16, train_steps=15,
+              warmup_steps=5, eval_every=15, checkpoint_every=15, log_every=5, beam_size=2,
+              max_caption_len=8, num_attention_plots=0, progress=False,
+              eval_metrics=["cider"], eval_batch_size=16)
+  return CaptioningConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A tiny Show, Attend and Tell run on scenes, trained once for the mode tests."""
+  from experiments import common
+  run = tmp_path_factory.mktemp("captioning") / "run"
+  common.prepare_workdir("captioning", _tiny(), str(run), force_config_change=False)
+  return run, train_lib.train_and_evaluate(_tiny(), str(run))
+
+
+def test_an_ensemble_of_a_model_with_itself_captions_as_the_model(tiny_run, tmp_path):
+  """--mode=ensemble averages the members' log-probs: two copies of one model decode as
+  that model does; a member that has not finished is refused."""
+  from experiments.common import UserError
+  run, single = tiny_run
+  members = [str(run), str(run)]
+  out = train_lib.evaluate_ensemble(_tiny(mode="ensemble", ensemble=members),
+                                    str(tmp_path / "ens"))
+  assert out["ensemble/size"] == 2
+  for k in ("test/CIDEr", "test/Bleu_4", "test/METEOR"):
+    np.testing.assert_allclose(out[k], single[k], rtol=1e-9)
+  (tmp_path / "unfinished").mkdir()
+  with pytest.raises(UserError, match="has not finished"):
+    train_lib.evaluate_ensemble(_tiny(mode="ensemble", ensemble=[str(run), "unfinished"]),
+                                str(tmp_path / "ens2"))
+
+
+def test_caption_mode_captions_a_folder_of_images_as_the_test_run_did(tiny_run, tmp_path):
+  import json
+
+  from PIL import Image
+
+  from experiments.vision import scenes
+  run, _ = tiny_run
+  with open(run / "test_captions.json") as f:
+    expected = {str(r["image_id"]): r["caption"] for r in json.load(f)}
+  folder = tmp_path / "images"
+  folder.mkdir()
+  test = scenes.make_split("test", 5, seed=data_lib.SCENES_SEED)
+  for image_id, image in zip(test.ids, test.images):
+    Image.fromarray(image).save(folder / f"{image_id}.png")  # lossless: the same pixels
+  cfg = _tiny(mode="caption", caption_dir=str(folder), output_file=str(tmp_path / "c.json"))
+  out = train_lib.caption(cfg, str(run))
+  assert {r["image_id"]: r["caption"] for r in out} == {
+      str(i): expected[str(i)] for i in test.ids}
+  assert json.loads((tmp_path / "c.json").read_text()) == out
+  assert len(list((run / "captions" / "attention").glob("*.png"))) == 5

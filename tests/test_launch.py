@@ -129,7 +129,8 @@ def test_shipped_sweeps_load(sweep_file):
   names = [t.name for t in sweep.trials]
   assert names and len(set(names)) == len(names)
   expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12,
-              "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 18}
+              "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 18,
+              "scheduled_sampling": 20, "captioning_models": 6}
   assert len(names) == expected[sweep.name]
   if sweep.name == "zaremba_ptb":
     assert names == ["zaremba_small", "zaremba_medium", "zaremba_large"]
@@ -144,6 +145,18 @@ def test_shipped_sweeps_load(sweep_file):
     grid |= {("language", 10.0, "max", s) for s in range(3)}
     assert {(t.flags["decoder_start"], t.flags["align_loss_weight"],
              t.flags.get("align_pooling", "max"), t.flags["seed"]) for t in sweep.trials} == grid
+  if sweep.name == "scheduled_sampling":  # each row gets its own line of Bengio et al.'s table
+    by_name = {t.name: t for t in sweep.trials}
+    cider = {name: spec.paper_for(sweep.paper, by_name[name]).get("test/CIDEr")
+             for name in ("baseline_seed0", "baseline_dropout_seed1", "always_sampling_seed2",
+                          "scheduled_sampling_seed0", "uniform_scheduled_sampling_seed0",
+                          "baseline_ensemble", "scheduled_sampling_ensemble", "scst_seed0")}
+    assert cider == {"baseline_seed0": 0.895, "baseline_dropout_seed1": 0.870,
+                     "always_sampling_seed2": 0.497, "scheduled_sampling_seed0": 0.921,
+                     "uniform_scheduled_sampling_seed0": 0.909, "baseline_ensemble": 0.957,
+                     "scheduled_sampling_ensemble": 0.987, "scst_seed0": None}
+    assert by_name["baseline_ensemble"].flags["ensemble"] == [
+        f"baseline_seed{s}" for s in range(3)]
   if sweep.name == "gnmt_ablations":
     assert "bidirectional_bottom=false" in names and "attention=luong_general" in names
     assert "--bidirectional_bottom=false" in sweep.trials[1].flag_args()

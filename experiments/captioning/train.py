@@ -265,6 +265,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains the captioner in `workdir` (resuming if it can) and writes results.json."""
   check_config(config)
   start_time = time.time()
+  os.makedirs(workdir, exist_ok=True)
   corpus = data_lib.load(config)
   vocab, model, optimizer, state, num_steps, key = build(config, workdir, corpus)
   mesh = training.data_mesh(config.num_devices or None)
@@ -343,8 +344,9 @@ def plot_attention(workdir, split, vocab, tokens, weights, grid, count: int) -> 
   os.makedirs(out, exist_ok=True)
   h, w = grid
   for i in range(min(count, len(tokens))):
-    words = [vocab.words[int(t)] for t in tokens[i]] + ["</s>"]
-    alphas = np.asarray(weights[i]).reshape(-1, h, w)[:len(words)]
+    alphas = np.asarray(weights[i]).reshape(-1, h, w)  # [len + 1, h, w], [len] if cut
+    words = [vocab.words[int(t)] for t in tokens[i]]
+    words += ["</s>"] * (len(alphas) - len(words))
     plots_lib.attention_grid(split.images[i], words, alphas,
                              os.path.join(out, f"attention_{split.ids[i]}.png"),
                              title=" ".join(words[:-1]))
@@ -399,6 +401,7 @@ def evaluate_ensemble(config, workdir: str) -> dict:
   (log-probs averaged per step); writes results.json with the `test/` metrics."""
   check_config(config)
   start_time = time.time()
+  os.makedirs(workdir, exist_ok=True)
   members = ensemble_members(config, workdir)
   corpus = data_lib.load(config)
   feature_size = None if corpus.test.features is None else corpus.test.features.shape[-1]

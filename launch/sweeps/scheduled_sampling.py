@@ -39,19 +39,21 @@ ROWS = {
 }
 ENSEMBLES = {"baseline_ensemble": "baseline", "scheduled_sampling_ensemble": "scheduled_sampling"}
 
-# Bengio et al. 2015, Table 3 (MSCOCO development set), as fractions like pycocoevalcap's.
+# Bengio et al. 2015's captioning table (MSCOCO development set), as fractions like
+# pycocoevalcap's; keys select trials by their flags (launch/sweeps/__init__.py).
 PAPER = {
     "mode=train,training=xent,dropout=0.0": {"test/Bleu_4": 0.288, "test/METEOR": 0.242,
                                              "test/CIDEr": 0.895},
     "mode=train,training=xent,dropout=0.3": {"test/Bleu_4": 0.281, "test/METEOR": 0.239,
                                              "test/CIDEr": 0.870},
     "ss_schedule=linear": {"test/Bleu_4": 0.112, "test/METEOR": 0.157, "test/CIDEr": 0.497},
-    "ss_schedule=inverse_sigmoid,ss_feed=sample,training=scheduled_sampling": {
+    "mode=train,training=scheduled_sampling,ss_schedule=inverse_sigmoid,ss_feed=sample": {
         "test/Bleu_4": 0.306, "test/METEOR": 0.243, "test/CIDEr": 0.921},
     "ss_feed=uniform": {"test/Bleu_4": 0.292, "test/METEOR": 0.242, "test/CIDEr": 0.909},
-    "baseline_ensemble": {"test/Bleu_4": 0.307, "test/METEOR": 0.251, "test/CIDEr": 0.957},
-    "scheduled_sampling_ensemble": {"test/Bleu_4": 0.323, "test/METEOR": 0.254,
-                                    "test/CIDEr": 0.987},
+    "mode=ensemble,training=xent": {"test/Bleu_4": 0.307, "test/METEOR": 0.251,
+                                    "test/CIDEr": 0.957},
+    "mode=ensemble,training=scheduled_sampling": {"test/Bleu_4": 0.323, "test/METEOR": 0.254,
+                                                  "test/CIDEr": 0.987},
 }
 
 

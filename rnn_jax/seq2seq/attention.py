@@ -13,6 +13,8 @@ top-layer outputs, or an image's R = S regions) with `source_mask [N, S]`:
 
 `prepare` computes what depends only on the memory (the keys W_k m_s) once
 per source batch, so each decoder step costs one small matmul.
+`doubly_stochastic_penalty` is Show, Attend and Tell's regulariser on the attention
+of a whole output, Σ_s (1 - Σ_t α_ts)² (Xu et al. 2015).
 """
 
 from __future__ import annotations
