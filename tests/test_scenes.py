@@ -98,6 +98,22 @@ def test_bad_arguments_are_refused():
     scenes.make_split("train", 2, kind="letters")
   with pytest.raises(ValueError, match="load_digits"):
     scenes.scene(0, "train", 0, kind="digits")
+  for bad in (0, scenes.MAX_OBJECTS + 1):
+    with pytest.raises(ValueError, match="max_objects"):
+      scenes.make_split("train", 2, max_objects=bad)
+
+
+def test_max_objects_bounds_the_scenes_and_its_default_changes_nothing():
+  easy = scenes.make_split("train", 60, max_objects=1)
+  assert all(len(objects) == 1 for objects in easy.objects)
+  two = scenes.make_split("valid", 60, max_objects=2)
+  assert {len(objects) for objects in two.objects} == {1, 2}
+  for objects, captions in zip(two.objects, two.captions):
+    assert all(scenes.check_caption(c, objects) == [] for c in captions)
+  default, explicit = scenes.make_split("test", 8), scenes.make_split(
+      "test", 8, max_objects=scenes.MAX_OBJECTS)
+  np.testing.assert_array_equal(default.images, explicit.images)
+  assert default.captions == explicit.captions
 
 
 def test_load_digits_names_the_missing_path(tmp_path):

@@ -28,6 +28,8 @@ class CaptioningConfig(Seq2SeqTrainingConfig):
                       "splits; downloads on first use).")
   scenes: str = field("shapes", "With --corpus=scenes: shapes (circles, squares, triangles) "
                       "or digits (handwritten MNIST digits from data_dir/mnist/mnist.npz).")
+  scenes_max_objects: int = field(4, "With --corpus=scenes: scenes hold 1 to this many "
+                                  "objects (1 to 4).")
   train_images: int = field(8000, "Scenes: images in the training split (5 captions each); "
                             "real corpora: if > 0, only the first this many.")
   valid_images: int = field(500, "Images of the validation split used (0: all).")

@@ -128,7 +128,11 @@ def _scenes(config) -> Corpus:
                    ("test", config.test_images)):
     if n <= 0:
       raise UserError(f"--{split}_images: scenes need a positive number, got {n}")
-    s = scenes.make_split(split, n, seed=SCENES_SEED, kind=config.scenes, digits=digits)
+    try:
+      s = scenes.make_split(split, n, seed=SCENES_SEED, kind=config.scenes, digits=digits,
+                            max_objects=config.scenes_max_objects)
+    except ValueError as e:
+      raise UserError(f"--scenes_max_objects: {e}") from None
     out.append(Split([int(i) for i in s.ids], [list(c) for c in s.captions], s.images, None,
                      list(s.objects)))
   return Corpus(*out)

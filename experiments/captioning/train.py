@@ -211,13 +211,15 @@ class Captioner:
     `[len + 1, R]` arrays or None), in the order given."""
     params = jax.device_put(params, training.parallel.replicated(self.mesh))
     n, N = self.batch_size, len(inputs)
+    n_proc, proc = jax.process_count(), jax.process_index()
+    mine = slice(proc * n // n_proc, (proc + 1) * n // n_proc)  # this process's rows
     captions, tokens, weights = [], [], []
     for lo in range(0, N, n):
       chunk = inputs[lo:lo + n]
       fill = n - len(chunk)
       if fill:  # constant shapes: one compile
         chunk = np.concatenate([chunk, np.repeat(chunk[:1], fill, 0)])
-      out = jax.device_get(self._run(params, training.place_batch(chunk, self.mesh)))
+      out = _fetch(self._run(params, training.place_batch(chunk[mine], self.mesh)))
       for row in range(n - fill):
         length = int(out.lengths[row])
         ids = out.tokens[row, :length]
@@ -225,6 +227,14 @@ class Captioner:
         captions.append(self.vocab.decode(ids))
         weights.append(None if out.weights is None else out.weights[row, :length + 1])
     return captions, tokens, weights
+
+
+def _fetch(tree):
+  """A pytree of global arrays as numpy, on every process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
 
 
 def most_frequent_caption(split: data_lib.Split) -> str:

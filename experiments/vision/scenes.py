@@ -155,10 +155,11 @@ def _place(rng: np.random.Generator, width: int, height: int,
 
 
 def _sample_objects(rng: np.random.Generator, kind: str, pool: tuple | None,
+                    max_objects: int = MAX_OBJECTS,
                     ) -> tuple[tuple[SceneObject, ...], list[np.ndarray | None]]:
   """The objects of one scene and, for digits, each one's inked MNIST crop."""
   while True:  # a scene whose objects do not fit is redrawn whole
-    n = int(rng.integers(1, MAX_OBJECTS + 1))
+    n = int(rng.integers(1, max_objects + 1))
     objects, crops = [], []
     for _ in range(n):
       colour = COLOURS[rng.integers(len(COLOURS))]
@@ -215,7 +216,10 @@ def _draw(rng: np.random.Generator, objects: Sequence[SceneObject],
   return image
 
 
-def _check_args(split: str, kind: str, digits: Digits | None) -> None:
+def _check_args(split: str, kind: str, digits: Digits | None,
+                max_objects: int = MAX_OBJECTS) -> None:
+  if not 1 <= max_objects <= MAX_OBJECTS:
+    raise ValueError(f"max_objects={max_objects}: expected 1..{MAX_OBJECTS}")
   if split not in SPLITS:
     raise ValueError(f"split={split!r}: expected one of {SPLITS}")
   if kind not in KINDS:
@@ -225,7 +229,8 @@ def _check_args(split: str, kind: str, digits: Digits | None) -> None:
 
 
 def scene(seed: int, split: str, index: int, *, kind: str = "shapes",
-          digits: Digits | None = None) -> tuple[np.ndarray, tuple[SceneObject, ...], list[str]]:
+          digits: Digits | None = None, max_objects: int = MAX_OBJECTS,
+          ) -> tuple[np.ndarray, tuple[SceneObject, ...], list[str]]:
   """Scene `index` of `split` for run `seed`: a pure function of its arguments.
 
   Args:
@@ -234,16 +239,18 @@ def scene(seed: int, split: str, index: int, *, kind: str = "shapes",
     index: the scene's position in its split (non-negative).
     kind: "shapes" or "digits".
     digits: `load_digits(...)`, needed for the digits kind.
+    max_objects: scenes hold 1 to this many objects (easier scenes for quick checks; the
+      default `MAX_OBJECTS` draws exactly what it always did).
 
   Returns:
     (image [64, 64, 3] uint8, objects: a tuple of `SceneObject`, captions: 5 distinct str).
   """
-  _check_args(split, kind, digits)
+  _check_args(split, kind, digits, max_objects)
   key = [seed, SPLITS.index(split), index, KINDS.index(kind)]
   rng = np.random.default_rng(key + [0])
   pool = _digit_pool(digits, split) if kind == "digits" else None
   while True:
-    objects, crops = _sample_objects(rng, kind, pool)
+    objects, crops = _sample_objects(rng, kind, pool, max_objects)
     if _fingerprint(objects) % len(SPLITS) == SPLITS.index(split):
       break
   image = _draw(rng, objects, crops)
@@ -252,19 +259,21 @@ def scene(seed: int, split: str, index: int, *, kind: str = "shapes",
 
 
 def make_split(split: str, num_images: int, *, seed: int = 0, kind: str = "shapes",
-               digits: Digits | None = None) -> Scenes:
-  """Scenes 0..num_images-1 of `split`; image i depends only on (seed, split, i, kind).
+               digits: Digits | None = None, max_objects: int = MAX_OBJECTS) -> Scenes:
+  """Scenes 0..num_images-1 of `split`; image i depends only on (seed, split, i, kind,
+  max_objects).
 
   Returns:
     `Scenes` with images [N, 64, 64, 3] uint8 and ids [N].
   """
-  _check_args(split, kind, digits)
+  _check_args(split, kind, digits, max_objects)
   if not 0 <= num_images <= ID_STRIDE:
     raise ValueError(f"num_images={num_images}: expected 0..{ID_STRIDE}")
   images = np.zeros((num_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
   objects, captions = [], []
   for i in range(num_images):
-    images[i], objs, caps = scene(seed, split, i, kind=kind, digits=digits)
+    images[i], objs, caps = scene(seed, split, i, kind=kind, digits=digits,
+                                  max_objects=max_objects)
     objects.append(objs)
     captions.append(caps)
   ids = SPLITS.index(split) * ID_STRIDE + np.arange(num_images, dtype=np.int64)
