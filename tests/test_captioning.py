@@ -88,6 +88,88 @@ def test_show_attend_tell_step_matches_equations(selector):
   np.testing.assert_allclose(logits, logits_ref, rtol=1e-5, atol=1e-5)
 
 
+def _sat_step_reference(p, a, h0, c0, prev, z):
+  """Show, Attend and Tell's step after the context: LSTM on [E y; z], the deep output."""
+  emb = p["embed"][prev]
+  h1, c1 = lstm_reference(p["lstm"], h0, c0, np.concatenate([emb, z], -1))
+  deep = np.tanh(emb + h1 @ p["deep"]["w"] + p["deep"]["b"] + z @ p["deep_z"]["w"])
+  return h1, c1, deep @ p["output"]["w"] + p["output"]["b"]
+
+
+def test_hard_attention_reads_the_annotation_at_the_sampled_location():
+  model = model_lib.Captioner(config(selector=False, attention_type="hard"), V, feature_size=D)
+  params = randomized(model.init(jax.random.key(0)), jax.random.key(1))
+  a = np.asarray(jax.random.normal(jax.random.key(2), (B, R, D)))
+  prev = np.array([3, 7])
+  memory = model.memory(params, jnp.asarray(a))
+  state = model.init_state(params, memory)
+  sample = jnp.array([True, False])
+  new, logits, alpha, weights = model.hard_step(params, memory, state, jnp.asarray(prev),
+                                                location_key=jax.random.key(5), sample=sample)
+  weights, alpha = np.asarray(weights), np.asarray(alpha)
+  location = int(np.argmax(weights[0]))
+  np.testing.assert_array_equal(weights[0], np.eye(R)[location])  # one-hot where sampled
+  np.testing.assert_array_equal(weights[1], alpha[1])             # the expectation elsewhere
+  p = np64(params["decoder"])
+  a = a.astype(np.float64)
+  z = np.stack([a[0, location], alpha[1].astype(np.float64) @ a[1]])
+  h1, c1, logits_ref = _sat_step_reference(p, a, np.asarray(state.h, np.float64),
+                                           np.asarray(state.c, np.float64), prev, z)
+  np.testing.assert_allclose(new.h, h1, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(logits, logits_ref, rtol=1e-5, atol=1e-5)
+  # Locations are drawn from α: over many keys, each region's frequency follows α.
+  draws = jax.vmap(lambda k: model.hard_step(params, memory, state, jnp.asarray(prev),
+                                             location_key=k, sample=sample)[3][0])(
+      jax.random.split(jax.random.key(6), 4000))
+  np.testing.assert_allclose(np.asarray(draws).mean(0), alpha[0], atol=0.03)
+
+
+def _hard_batch(rng):
+  targets = rng.integers(4, V, (B, 7)).astype(np.int32)
+  lengths = np.array([7, 4], np.int32)
+  return {"inputs": rng.normal(size=(B, R, D)).astype(np.float32), "targets": targets,
+          "target_lengths": lengths, "image_index": np.arange(B, dtype=np.int32)}
+
+
+def test_hard_attention_with_expected_contexts_is_soft_attention():
+  """With every caption on the expected context (hard_expected_prob=1) and no entropy
+  bonus, hard attention's loss is soft attention's and its baseline does not move."""
+  soft = config(doubly_stochastic=0.7)
+  hard = dataclasses.replace(soft, attention_type="hard", hard_expected_prob=1.0,
+                             hard_entropy_weight=0.0)
+  model = model_lib.Captioner(soft, V, feature_size=D)
+  params = model.init(jax.random.key(0))
+  batch = _hard_batch(np.random.default_rng(0))
+  want, (_, m_soft) = train_lib.make_loss_fn(soft, model)(params, (), batch, jax.random.key(1))
+  hard_model = model_lib.Captioner(hard, V, feature_size=D)
+  extra = {train_lib.HARD_BASELINE: jnp.float32(-2.0)}
+  got, (extra2, m_hard) = train_lib.make_loss_fn(hard, hard_model)(params, extra, batch,
+                                                                   jax.random.key(1))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  np.testing.assert_allclose(m_hard["attention_penalty"], m_soft["attention_penalty"], rtol=1e-5)
+  assert float(extra2[train_lib.HARD_BASELINE]) == -2.0
+
+
+def test_hard_attention_baseline_is_a_moving_average_of_the_log_likelihood():
+  # No entropy bonus, no doubly stochastic penalty: only REINFORCE reaches the attention.
+  cfg = config(attention_type="hard", hard_expected_prob=0.0, hard_entropy_weight=0.0,
+               doubly_stochastic=0.0)
+  model = model_lib.Captioner(cfg, V, feature_size=D)
+  params = model.init(jax.random.key(0))
+  batch = _hard_batch(np.random.default_rng(1))
+  loss_fn = jax.jit(train_lib.make_loss_fn(cfg, model))
+  b = jnp.float32(-3.0)
+  (loss, (extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      params, {train_lib.HARD_BASELINE: b}, batch, jax.random.key(2))
+  log_p_y = float(metrics["hard_advantage"]) + float(b)  # the sampled captions' mean
+  np.testing.assert_allclose(extra[train_lib.HARD_BASELINE], 0.9 * -3.0 + 0.1 * log_p_y,
+                             rtol=1e-5)
+  assert np.isfinite(float(loss))
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  # Sampled contexts carry no gradient to α: REINFORCE alone trains where to look.
+  assert float(jnp.abs(grads["decoder"]["attention"]["v"]).max()) > 0
+
+
 def test_show_and_tell_reads_the_image_as_its_first_input():
   model = model_lib.Captioner(config(model="show_and_tell"), V, feature_size=D)
   params = randomized(model.init(jax.random.key(0)), jax.random.key(1))

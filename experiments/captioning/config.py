@@ -53,6 +53,15 @@ class CaptioningConfig(Seq2SeqTrainingConfig):
   embed_size: int = field(64, "Word embedding size E.")
   hidden_size: int = field(256, "LSTM size H.")
   attention_size: int = field(128, "Attention MLP size A (Show, Attend and Tell).")
+  attention_type: str = field("soft", "Show, Attend and Tell: soft (deterministic) or hard "
+                              "(stochastic locations trained by REINFORCE, Xu et al. 2015 "
+                              "section 4.1; decoding uses the expected context).")
+  hard_reinforce_weight: float = field(1.0, "Hard attention: λ_r of the REINFORCE term "
+                                       "(log p(y|s,a) - b) ∇ log p(s|a).")
+  hard_entropy_weight: float = field(0.01, "Hard attention: λ_e of the entropy bonus H[s].")
+  hard_expected_prob: float = field(0.5, "Hard attention: the chance that a caption is "
+                                    "trained with the expected context instead of sampled "
+                                    "locations (the paper's 0.5).")
   selector: bool = field(True, "The gating scalar β_t = σ(f_β(h_{t-1})) on the context "
                          "(Xu et al. 2015, section 4.2.1).")
   doubly_stochastic: float = field(1.0, "λ of the doubly stochastic attention regulariser "

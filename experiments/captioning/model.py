@@ -23,7 +23,10 @@ Show, Attend and Tell (soft attention; the arctic-captions code's arrangement):
     p(y_t)   = softmax(L_o tanh(E y_{t-1} + L_h h_t + L_z z_t) + b_o)   # the deep output
 
 and the loss adds λ Σ_i (1 - Σ_t α_ti)² (`attention.doubly_stochastic_penalty`). α_t
-feeds the word y_t, so `token_attention` is the identity. Dropout (`dropout` > 0, with
+feeds the word y_t, so `token_attention` is the identity. Hard attention
+(`--attention_type=hard`, section 4.1) trains with z_t = a_{s_t}, s_t ~ Multinoulli(α_t)
+(`hard_step`; `train.hard_attention_loss` holds its REINFORCE rule) and decodes with the
+expected context, as soft attention does. Dropout (`dropout` > 0, with
 `training=True` and a `key`) drops the word embeddings and the output layer's input.
 
 Params: `{"encoder": the CNN's Flax params (absent with precomputed features),
@@ -132,6 +135,20 @@ class Captioner:
 
   def step(self, params, memory: Memory, state, prev, *, training: bool = False, key=None):
     """One word: `prev [N]` -> (state, logits `[N, V]`, α `[N, R]` or None)."""
+    state, logits, alpha, _ = self.hard_step(params, memory, state, prev, training=training,
+                                             key=key)
+    return state, logits, alpha
+
+  def hard_step(self, params, memory: Memory, state, prev, *, training: bool = False,
+                key=None, location_key=None, sample=None):
+    """`step`, and for hard attention (Xu et al. 2015, section 4.1) with `location_key`: in
+    the rows where `sample [N]` is True the context is the annotation at a location
+    s_t ~ Multinoulli(α_t), elsewhere its expectation Σ_i α_ti a_i.
+
+    Returns:
+      (state, logits `[N, V]`, α `[N, R]` or None, the weights that made the context
+      `[N, R]`: one-hot at s_t in the sampled rows, α in the others; None without attention).
+    """
     dec, rate = params["decoder"], self.config.dropout if training else 0.0
     k_emb, k_out = jax.random.split(key) if rate > 0 else (None, None)
     emb = dec["embed"][prev]  # [N, E]
@@ -139,15 +156,21 @@ class Captioner:
     if not self.attend:
       state, h = self.cell.step(dec["lstm"], state, emb_in)
       h = regularizers.dropout(k_out, h, rate) if rate > 0 else h
-      return state, _apply(dec["output"], h), None
+      return state, _apply(dec["output"], h), None, None
     context, alpha = attention_lib.attend(dec["attention"], "bahdanau", memory.regions,
                                           state.h)  # [N, D], [N, R]
+    weights = alpha
+    if location_key is not None:
+      location = jax.random.categorical(location_key, jnp.log(jnp.maximum(alpha, 1e-30)))
+      one_hot = jax.nn.one_hot(location, alpha.shape[-1], dtype=alpha.dtype)  # [N, R]
+      weights = jnp.where(sample[:, None], one_hot, alpha)
+      context = jnp.einsum("nr,nrd->nd", weights, memory.regions.values)
     if "beta" in dec:
       context = jax.nn.sigmoid(_apply(dec["beta"], state.h)) * context  # β_t [N, 1]
     state, h = self.cell.step(dec["lstm"], state, jnp.concatenate([emb_in, context], -1))
     out = jnp.tanh(emb + _apply(dec["deep"], h) + _apply(dec["deep_z"], context))  # [N, E]
     out = regularizers.dropout(k_out, out, rate) if rate > 0 else out
-    return state, _apply(dec["output"], out), alpha
+    return state, _apply(dec["output"], out), alpha, weights
 
   def decoder(self) -> Decoder:
     return Decoder(self.init_state, self.step, self.V, step_kwargs=frozenset({"training", "key"}),

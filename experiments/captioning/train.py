@@ -48,6 +48,14 @@ def check_config(config) -> None:
   if config.optimizer not in training.optim.OPTIMIZERS:
     raise UserError(f"--optimizer: expected one of {', '.join(training.optim.OPTIMIZERS)}, "
                     f"got {config.optimizer!r}")
+  if config.attention_type not in ("soft", "hard"):
+    raise UserError(f"--attention_type: expected soft or hard, got {config.attention_type!r}")
+  if config.attention_type == "hard" and config.training != "xent":
+    raise UserError("--attention_type=hard trains with its own REINFORCE rule: use it with "
+                    "--training=xent")
+  if not 0.0 <= config.hard_expected_prob <= 1.0:
+    raise UserError(f"--hard_expected_prob: expected a probability, got "
+                    f"{config.hard_expected_prob}")
   if config.beam_size < 0:
     raise UserError(f"--beam_size: expected 0 (greedy) or more, got {config.beam_size}")
 
@@ -77,6 +85,65 @@ def token_xent(logits, targets, lengths):
   return loss, {"nll": loss, "accuracy": accuracy}
 
 
+HARD_BASELINE = "hard_baseline"  # the moving average of log p(y | s, a), in TrainState.extra
+BASELINE_DECAY = 0.9
+
+
+def hard_attention_loss(config, model, params, memory, targets, lengths, key, baseline):
+  """Xu et al. (2015)'s hard attention, section 4.1: one sampled location sequence s̃ per
+  caption, and the gradient of
+
+      log p(y|s̃,a) + λ_r (log p(y|s̃,a) - b) log p(s̃|a) + λ_e H[s̃]
+
+  (no gradient through the advantage), with b a moving average of log p(y|s̃,a); a
+  caption uses the expected context instead with probability `hard_expected_prob` (and
+  then only its likelihood). The likelihood enters as the mean NLL per word; the other
+  terms, which the paper adds per caption, are divided by the mean caption length.
+
+  Returns:
+    `(loss, metrics, new_baseline)`; `loss` also holds the doubly stochastic penalty on α.
+  """
+  B, U = targets.shape
+  k_coin, k_loc, k_drop = jax.random.split(key, 3)
+  sample = jax.random.uniform(k_coin, (B,)) >= config.hard_expected_prob  # [B]
+  inputs = jnp.concatenate([jnp.full((B, 1), data_lib.BOS, jnp.int32), targets[:, :-1]], 1)
+
+  def body(state, xs):
+    token, t = xs
+    state, logits, alpha, weights = model.hard_step(
+        params, memory, state, token, training=True, key=jax.random.fold_in(k_drop, t),
+        location_key=jax.random.fold_in(k_loc, t), sample=sample)
+    return state, (logits, alpha, weights)
+
+  _, (logits, alpha, weights) = jax.lax.scan(  # time-major [U, B, ...]
+      body, model.init_state(params, memory), (inputs.T, jnp.arange(U)))
+  logits, alpha, weights = (jnp.swapaxes(x, 0, 1) for x in (logits, alpha, weights))
+  mask = (jnp.arange(U)[None, :] < lengths[:, None]).astype(logits.dtype)  # [B, U]
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets) * mask  # [B, U]
+  log_p_y = -jnp.sum(nll, axis=1)  # [B]
+  log_alpha = jnp.log(jnp.maximum(alpha, 1e-30))
+  log_p_s = jnp.sum(jnp.sum(weights * log_alpha, -1) * mask, 1)  # [B], sampled rows
+  entropy = -jnp.sum(jnp.sum(alpha * log_alpha, -1) * mask, 1)  # [B]
+  n_sampled = jnp.maximum(jnp.sum(sample), 1)
+  advantage = jax.lax.stop_gradient(log_p_y - baseline)
+  reinforce = -jnp.sum(jnp.where(sample, advantage * log_p_s, 0.0)) / n_sampled
+  mean_length = jnp.mean(lengths.astype(logits.dtype))
+  word_nll = jnp.sum(nll) / jnp.maximum(jnp.sum(mask), 1.0)
+  penalty = config.doubly_stochastic * jnp.mean(
+      attention_lib.doubly_stochastic_penalty(alpha, mask)) / mean_length
+  loss = (word_nll + penalty + (config.hard_reinforce_weight * reinforce
+                                - config.hard_entropy_weight * jnp.mean(entropy)) / mean_length)
+  sampled_log_p_y = jnp.sum(jnp.where(sample, log_p_y, 0.0)) / n_sampled
+  new_baseline = jnp.where(jnp.any(sample), BASELINE_DECAY * baseline
+                           + (1 - BASELINE_DECAY) * jax.lax.stop_gradient(sampled_log_p_y),
+                           baseline)
+  accuracy = jnp.sum((jnp.argmax(logits, -1) == targets) * mask) / jnp.maximum(mask.sum(), 1)
+  metrics = {"nll": word_nll, "accuracy": accuracy, "attention_penalty": penalty,
+             "hard_baseline": baseline, "hard_entropy": jnp.mean(entropy / mean_length),
+             "hard_advantage": jnp.sum(jnp.where(sample, advantage, 0.0)) / n_sampled}
+  return loss, metrics, new_baseline
+
+
 def make_loss_fn(config, model: model_lib.Captioner, reward=None):
   """`loss_fn(params, extra, batch, key)` of `--training` (rnn_jax.seq2seq.objectives).
 
@@ -92,6 +159,10 @@ def make_loss_fn(config, model: model_lib.Captioner, reward=None):
     k_drop, k_method = jax.random.split(key)
     targets, lengths = batch["targets"], batch["target_lengths"]
     memory = model.memory(params, model.encode(params, batch["inputs"]))
+    if model.attend and config.attention_type == "hard":
+      loss, metrics, baseline = hard_attention_loss(config, model, params, memory, targets,
+                                                    lengths, key, extra[HARD_BASELINE])
+      return loss, ({**extra, HARD_BASELINE: baseline}, metrics)
     start = jnp.full(targets.shape[:1], data_lib.BOS, jnp.int32)
     penalty = None
     if model.attend and config.doubly_stochastic > 0:
@@ -149,7 +220,10 @@ def build(config, workdir: str, corpus: data_lib.Corpus | None = None,
     params[objectives.BASELINE] = mixer.init_baseline(config.hidden_size)
   if config.encoder_from:
     params["encoder"] = restore(config.encoder_from, feature_size)[2]["encoder"]
-  state = training.state.create_state(params, optimizer)
+  extra = ()  # soft attention carries nothing between batches
+  if model.attend and config.attention_type == "hard":
+    extra = {HARD_BASELINE: jnp.zeros((), jnp.float32)}
+  state = training.state.create_state(params, optimizer, extra=extra)
   return vocab, model, optimizer, state, num_steps, key
 
 
