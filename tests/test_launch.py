@@ -130,7 +130,7 @@ def test_shipped_sweeps_load(sweep_file):
   assert names and len(set(names)) == len(names)
   expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12,
               "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 18,
-              "scheduled_sampling": 20, "captioning_models": 6}
+              "scheduled_sampling": 20, "captioning_models": 9}
   assert len(names) == expected[sweep.name]
   if sweep.name == "zaremba_ptb":
     assert names == ["zaremba_small", "zaremba_medium", "zaremba_large"]

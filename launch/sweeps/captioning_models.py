@@ -1,6 +1,7 @@
 """Show, Attend and Tell against Show and Tell on the generated scenes (issue #15's
 scenes_cpu check: attention must win on CIDEr-D), three seeds each, with the attention
-localisation of Show, Attend and Tell beside uniform attention's:
+localisation of Show, Attend and Tell beside uniform attention's, and Show, Attend and
+Tell without the doubly stochastic regulariser (λ = 0), which spreads attention:
 
     python -m launch.sweep --sweep=captioning_models --workdir_root=runs/captioning_models \
         --devices=cpu --max_parallel=2
@@ -16,4 +17,5 @@ FLAGFILE = "experiments/flagfiles/captioning/scenes_cpu.flags"
 
 
 def trials():
-  return product(model=["show_attend_tell", "show_and_tell"], seed=[0, 1, 2])
+  return (product(model=["show_attend_tell", "show_and_tell"], seed=[0, 1, 2])
+          + product(model=["show_attend_tell"], doubly_stochastic=[0.0], seed=[0, 1, 2]))
