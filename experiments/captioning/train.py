@@ -85,6 +85,15 @@ def token_xent(logits, targets, lengths):
   return loss, {"nll": loss, "accuracy": accuracy}
 
 
+def attention_penalty(config, weights, lengths):
+  """λ times the batch mean of the doubly stochastic penalty on `weights [B, U, R]` over
+  each caption's `lengths [B]` words, divided by the mean caption length: Xu et al. add it
+  to each caption's summed NLL, the loss here is a mean per word."""
+  mask = jnp.arange(weights.shape[1])[None, :] < lengths[:, None]  # [B, U]
+  per_caption = jnp.mean(attention_lib.doubly_stochastic_penalty(weights, mask))
+  return config.doubly_stochastic * per_caption / jnp.mean(lengths.astype(jnp.float32))
+
+
 HARD_BASELINE = "hard_baseline"  # the moving average of log p(y | s, a), in TrainState.extra
 BASELINE_DECAY = 0.9
 
@@ -129,8 +138,7 @@ def hard_attention_loss(config, model, params, memory, targets, lengths, key, ba
   reinforce = -jnp.sum(jnp.where(sample, advantage * log_p_s, 0.0)) / n_sampled
   mean_length = jnp.mean(lengths.astype(logits.dtype))
   word_nll = jnp.sum(nll) / jnp.maximum(jnp.sum(mask), 1.0)
-  penalty = config.doubly_stochastic * jnp.mean(
-      attention_lib.doubly_stochastic_penalty(alpha, mask)) / mean_length
+  penalty = attention_penalty(config, alpha, lengths)
   loss = (word_nll + penalty + (config.hard_reinforce_weight * reinforce
                                 - config.hard_entropy_weight * jnp.mean(entropy)) / mean_length)
   sampled_log_p_y = jnp.sum(jnp.where(sample, log_p_y, 0.0)) / n_sampled
@@ -166,12 +174,7 @@ def make_loss_fn(config, model: model_lib.Captioner, reward=None):
     start = jnp.full(targets.shape[:1], data_lib.BOS, jnp.int32)
     penalty = None
     if model.attend and config.doubly_stochastic > 0:
-      def penalty(weights):  # [B, U, R]
-        mask = jnp.arange(targets.shape[1])[None, :] < lengths[:, None]
-        per_caption = jnp.mean(attention_lib.doubly_stochastic_penalty(weights, mask))
-        # Xu et al. add λ times the penalty to each caption's summed NLL; the loss here is
-        # a mean per word, so the penalty is divided by the mean caption length.
-        return config.doubly_stochastic * per_caption / jnp.mean(lengths.astype(jnp.float32))
+      penalty = lambda weights: attention_penalty(config, weights, lengths)  # noqa: E731
     step = batch["step"][0] if "step" in batch else 0
     loss, metrics = objectives.loss(
         method, decoder, params, memory, start, targets, lengths, k_method, step,
@@ -293,7 +296,8 @@ class Captioner:
       fill = n - len(chunk)
       if fill:  # constant shapes: one compile
         chunk = np.concatenate([chunk, np.repeat(chunk[:1], fill, 0)])
-      out = _fetch(self._run(params, training.place_batch(chunk[mine], self.mesh)))
+      batch = training.place_batch(chunk[mine], self.mesh)
+      out = training.parallel.fetch(self._run(params, batch))
       for row in range(n - fill):
         length = int(out.lengths[row])
         ids = out.tokens[row, :length]
@@ -301,14 +305,6 @@ class Captioner:
         captions.append(self.vocab.decode(ids))
         weights.append(None if out.weights is None else out.weights[row, :length + 1])
     return captions, tokens, weights
-
-
-def _fetch(tree):
-  """A pytree of global arrays as numpy, on every process."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.device_get(tree)
 
 
 def most_frequent_caption(split: data_lib.Split) -> str:

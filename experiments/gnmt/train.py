@@ -261,8 +261,8 @@ class Translator:
                "limits": limits[index]}
       batch = training.place_batch({k: v[mine] for k, v in batch.items()}, self.mesh)
       extra = {} if c.temperature <= 0 else {"key": jax.random.fold_in(key, lo)}
-      out = _fetch(self._decode(params, batch["source"], batch["lengths"],
-                                max_lengths=batch["limits"], **extra))
+      out = training.parallel.fetch(self._decode(params, batch["source"], batch["lengths"],
+                                                 max_lengths=batch["limits"], **extra))
       for row, i in enumerate(index[:min(n, len(order) - lo)]):
         length = int(out.lengths[row])
         cut[i] = length >= limits[i]
@@ -271,14 +271,6 @@ class Translator:
         # The rows of the tokens that were written, EOS included unless the output was cut.
         details[i] = (ids[i], tokens, out.weights[row, :length + (not cut[i]), :len(ids[i])])
     return Translations(texts, cut, [int(x) for x in limits], details)
-
-
-def _fetch(tree):
-  """A pytree of global arrays as numpy, on every process."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.device_get(tree)
 
 
 def evaluate_directions(config, translator, params, pairs: dict, *, max_sentences: int | None,

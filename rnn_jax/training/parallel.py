@@ -3,6 +3,7 @@
     mesh = data_mesh()                      # all devices of all processes, axis "data"
     state = place_state(state, mesh)        # params/opt_state replicated, extra split by batch
     batch = place_batch(local_batch, mesh)  # this process's rows -> one global array
+    out = fetch(outputs)                    # global arrays -> numpy, whole, on every process
 
 `jax.jit` then runs the step SPMD: each device takes its share of the batch
 and the gradient all-reduce is inserted by the compiler. On several hosts,
@@ -88,3 +89,12 @@ def place_state(state, mesh: Mesh):
       lambda x: jax.device_put(x, sharding), tree)
   return state._replace(step=put(state.step, rep), params=put(state.params, rep),
                         opt_state=put(state.opt_state, rep), extra=put(state.extra, split))
+
+
+def fetch(tree):
+  """A pytree of global arrays as numpy, whole, on every process (an all-gather across
+  processes when there are several; `jax.device_get` otherwise)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
