@@ -58,7 +58,12 @@ def _dense(p, x):
 
 
 def _norm(x):
-  return x / np.sqrt(np.sum(x * x, -1, keepdims=True) + 1e-8)
+  """Norm I: unit length, scaled by the square root of the width."""
+  return x / np.sqrt(np.sum(x * x, -1, keepdims=True) + 1e-8) * np.sqrt(x.shape[-1])
+
+
+def _standardize(x):
+  return (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-5)
 
 
 def _softmax(x):
@@ -90,7 +95,8 @@ def test_lstm_q_norm_i_is_antol_et_al():
   logits, attention = model.logits(params, features, questions, lengths)
   p = params["model"]
   finals = _lstm_stack(p["lstm"], _question_words(p, questions), lengths, 5)
-  q = np.tanh(_dense(p["question"], np.concatenate([x for h, c in finals for x in (c, h)], -1)))
+  q = np.tanh(_dense(p["question"], _standardize(
+      np.concatenate([x for h, c in finals for x in (c, h)], -1))))
   i = np.tanh(_dense(p["image"], _norm(features.mean(1))))
   expected = _dense(p["output"], np.tanh(_dense(p["mlp"], q * i)))
   assert attention is None
@@ -107,7 +113,8 @@ def test_baselines_read_only_their_input():
   np.testing.assert_array_equal(a, b)
   p = params["model"]
   finals = _lstm_stack(p["lstm"], _question_words(p, questions), lengths, 5)
-  q = np.tanh(_dense(p["question"], np.concatenate([x for h, c in finals for x in (c, h)], -1)))
+  q = np.tanh(_dense(p["question"], _standardize(
+      np.concatenate([x for h, c in finals for x in (c, h)], -1))))
   np.testing.assert_allclose(a, _dense(p["output"], np.tanh(_dense(p["mlp"], q))), rtol=1e-5,
                              atol=1e-5)
   _, image_only, params = _model("image_only")
@@ -185,6 +192,12 @@ def test_the_cnn_path_and_dropout():
   b, _ = model.logits(params, images, questions, lengths, training=True, key=jax.random.key(2))
   c, _ = model.logits(params, images, questions, lengths, training=True, key=jax.random.key(3))
   assert a.shape == (B, K) and np.all(np.isfinite(a))
+  p = params["model"]  # the image vector: a fully connected ReLU layer over the whole grid
+  grid = model.encoder.apply({"params": params["encoder"]}, images)  # [B, h, w, D]
+  fc = np.maximum(_dense(p["image_fc"], np.asarray(grid).reshape(B, -1)), 0)
+  np.testing.assert_allclose(model.image_vector(p, model.regions(params, images)), fc,
+                             rtol=1e-5, atol=1e-5)
+  assert p["image_fc"]["w"].shape == (8 * 8 * 8, config.image_fc)
   assert not np.allclose(b, c)  # dropout draws from the key
   frozen = model_lib.VQAModel(dataclasses.replace(config, freeze_encoder=True), Vq, K)
   grad = jax.grad(lambda p: jnp.sum(frozen.logits(p, images, questions, lengths)[0]))(params)

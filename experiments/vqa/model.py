@@ -2,13 +2,17 @@
 
 Every model reads images `[B, H, W, 3]` (the shared Flax CNN, `experiments.vision.cnn`)
 or precomputed features (`[B, R, D]` / `[B, D]`), and questions `[B, T]` with their
-lengths `[B]`. The CNN's regions `a [B, R, D]` give the image vector ā = mean_i a_i.
-E q is the question word embedding, `lstm` the stack of `question_layers` LSTMs.
+lengths `[B]`. The image vector ā is what VGG's fc7 is to the papers: on the CNN's
+regions `a [B, R, D]`, a fully connected ReLU layer over the whole grid, ā = relu(W_fc
+vec(a) + b_fc) (`image_fc` wide; so ā keeps where things are, which counting and
+relations need); on precomputed features, the features themselves (their mean over R for
+`[R, D]`); with `image_fc=0`, the mean of the regions. E q is the question word embedding,
+`lstm` the stack of `question_layers` LSTMs.
 
 Deeper LSTM Q + norm I (Antol et al. 2015, `lstm_q_norm_i`):
 
-    q   = tanh(W_q [c_1; h_1; ...; c_L; h_L] + b_q)   # every layer's final state   [B, C]
-    i   = tanh(W_i ā / ‖ā‖ + b_i)                      # the L2-normalised image     [B, C]
+    q   = tanh(W_q LN([c_1; h_1; ...; c_L; h_L]) + b_q)   # every layer's final state  [B, C]
+    i   = tanh(W_i √F ā / ‖ā‖ + b_i)                       # the L2-normalised image    [B, C]
     p   = softmax(W_o tanh(W_m (q ⊙ i) + b_m) + b_o)   # K answers, dropout before W_m, W_o
 
 VIS+LSTM (Ren et al. 2015, `vis_lstm`): the image is the first word,
@@ -22,6 +26,14 @@ and u⁰ = W_u h_T + b_u (the top layer's last output), for k = 1..attention_lay
     p_I  = softmax(w_P h_A + b_P)                    # [B, R]
     u^k  = Σ_i p_I,i v_i + u^{k-1}
     p    = softmax(W_o u^K + b_o)
+
+Two changes to Antol et al.'s arrangement keep it trainable from scratch: LN standardises
+the question state (zero mean, unit variance over its 2LH values, no parameters), and the
+normalised image is scaled by √F (F its width). Without them the cells c grow within a
+few hundred Adam steps, the question vector's tanh saturates to one constant vector for
+every question, and the model can answer only from the answer prior (existence questions
+on scenes stayed at 50% even with an image vector that names every object present;
+experiments/vqa/RESULTS.md).
 
 Baselines: `question_only` is the blind LSTM Q (p = softmax(W_o tanh(W_m q + b_m) + b_o)),
 `image_only` the norm I MLP (p = softmax(W_o tanh(W_m i + b_m) + b_o)).
@@ -67,6 +79,20 @@ def l2_normalize(x, eps: float = 1e-8):
   return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
+def standardize(x, eps: float = 1e-5):
+  """`(x - mean) / std` along the last axis (a layer norm without parameters)."""
+  mean = x.mean(axis=-1, keepdims=True)
+  return (x - mean) / (jnp.sqrt(jnp.mean((x - mean) ** 2, axis=-1, keepdims=True)) + eps)
+
+
+def norm_i(x):
+  """The normalised image: `sqrt(F) x / ‖x‖` for `x [B, F]`, unit length scaled to unit
+  root mean square, so W_i (norm I) starts O(1) like the question side instead of
+  O(1 / sqrt(F)); otherwise the question vector grows to carry the answer prior alone and
+  its tanh saturates (VQA.md in RESULTS.md)."""
+  return l2_normalize(x) * jnp.sqrt(jnp.asarray(x.shape[-1], x.dtype))
+
+
 class Memory(NamedTuple):
   """What answer generation's decoder reads: the image as a word `[B, E]` and the LSTM's
   per-layer state after the question (its initial state)."""
@@ -89,6 +115,10 @@ class VQAModel:
     self.encoder = cnn.ConvEncoder(tuple(int(f) for f in config.cnn_features),
                                    config.cnn_first_stride)
     self.D = int(config.cnn_features[-1]) if self.use_cnn else feature_size
+    self.fc = config.image_fc if self.use_cnn else 0
+    if self.fc:
+      h, w = cnn.grid_shape(self.encoder, config.image_size)
+      self.R = h * w
     H = config.hidden_size
     self.cell = cells.lstm(H)
     self.lstm = layers.stack([layers.rnn(self.cell) for _ in range(config.question_layers)])
@@ -102,6 +132,9 @@ class VQAModel:
     C, M, L = c.common_size, c.mlp_size, c.question_layers
     k = iter(jax.random.split(key, 16))
     p = {"embed": jax.random.uniform(next(k), (self.Vq, E), minval=-0.1, maxval=0.1)}
+    if self.fc and self.kind not in ("question_only", "san"):
+      p["image_fc"] = _dense(next(k), self.R * D, self.fc)
+      D = self.fc  # the image vector's width
     lstm_in = 2 * E if self.generates else E
     if self.kind != "image_only":
       p["lstm"] = self.lstm.init(next(k), lstm_in)
@@ -155,8 +188,15 @@ class VQAModel:
     """The question LSTM over `xs [B, T, ·]`: (outputs `[B, T, H]`, per-layer carries)."""
     return self.lstm.apply(p["lstm"], xs, seq_lengths=lengths, training=training, key=key)
 
-  def _image_word(self, p, images_or_regions):
-    return _apply(p["image"], l2_normalize(images_or_regions.mean(axis=1)))  # [B, E]
+  def image_vector(self, p, regions):
+    """ā `[B, D']` from regions `[B, R, D]` (module docstring)."""
+    if "image_fc" in p:
+      B = regions.shape[0]
+      return jax.nn.relu(_apply(p["image_fc"], regions.reshape(B, -1)))
+    return regions.mean(axis=1)
+
+  def _image_word(self, p, regions):
+    return _apply(p["image"], norm_i(self.image_vector(p, regions)))  # [B, E]
 
   # The classifiers.
 
@@ -174,9 +214,9 @@ class VQAModel:
     if self.kind in ("lstm_q_norm_i", "question_only"):
       _, finals = self._read(p, words, lengths, next(keys), training)
       state = jnp.concatenate([x for f in finals for x in (f.c, f.h)], -1)  # [B, 2LH]
-      q = jnp.tanh(_apply(p["question"], state))  # [B, C]
+      q = jnp.tanh(_apply(p["question"], standardize(state)))  # [B, C]
     if self.kind in ("lstm_q_norm_i", "image_only"):
-      i = jnp.tanh(_apply(p["image"], l2_normalize(a.mean(axis=1))))  # [B, C]
+      i = jnp.tanh(_apply(p["image"], norm_i(self.image_vector(p, a))))  # [B, C]
     if self.kind in ("lstm_q_norm_i", "question_only", "image_only"):
       fused = q * i if self.kind == "lstm_q_norm_i" else (q if q is not None else i)
       hidden = jnp.tanh(_apply(p["mlp"], self._dropout(next(keys), fused, training)))
