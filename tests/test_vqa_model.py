@@ -183,7 +183,8 @@ def test_answer_generation_reads_the_image_at_every_step():
 
 
 def test_the_cnn_path_and_dropout():
-  config = _config(model="lstm_q_norm_i", image_size=32, cnn_features=["4", "8"], dropout=0.5)
+  config = _config(model="lstm_q_norm_i", image_size=32, cnn_features=["4", "8"], dropout=0.5,
+                   image_fc=16)
   model = model_lib.VQAModel(config, Vq, K)
   params = model.init(jax.random.key(0))
   images = np.random.default_rng(0).integers(0, 255, (B, 32, 32, 3), dtype=np.uint8)

@@ -56,9 +56,10 @@ class VQAConfig(RunConfig):
                              "the region width D.")
   cnn_first_stride: int = field(2, "Stride of the CNN's first convolution.")
   freeze_encoder: bool = field(False, "Do not train the CNN.")
-  image_fc: int = field(512, "Width of the fully connected ReLU layer over the CNN's whole "
-                        "grid that makes the image vector (VGG's fc7 in the papers); 0: the "
-                        "mean of the regions. Precomputed features are used as they are.")
+  image_fc: int = field(0, "0: the image vector is the mean of the CNN's regions; N > 0: "
+                        "a fully connected ReLU layer of width N over the whole grid (VGG's "
+                        "fc7 in the papers; slower to train on scenes: RESULTS.md). "
+                        "Precomputed features are used as they are.")
   embed_size: int = field(64, "Question word embedding size E.")
   hidden_size: int = field(256, "Question LSTM size H.")
   question_layers: int = field(2, "Layers of the question LSTM (Antol et al.'s 2).")

@@ -2,11 +2,10 @@
 
 Every model reads images `[B, H, W, 3]` (the shared Flax CNN, `experiments.vision.cnn`)
 or precomputed features (`[B, R, D]` / `[B, D]`), and questions `[B, T]` with their
-lengths `[B]`. The image vector ā is what VGG's fc7 is to the papers: on the CNN's
-regions `a [B, R, D]`, a fully connected ReLU layer over the whole grid, ā = relu(W_fc
-vec(a) + b_fc) (`image_fc` wide; so ā keeps where things are, which counting and
-relations need); on precomputed features, the features themselves (their mean over R for
-`[R, D]`); with `image_fc=0`, the mean of the regions. E q is the question word embedding,
+lengths `[B]`. The image vector ā plays VGG's fc7 in the papers: on the CNN's regions
+`a [B, R, D]`, their mean ā = mean_i a_i (default), or with `image_fc` > 0 a fully
+connected ReLU layer over the whole grid, ā = relu(W_fc vec(a) + b_fc); on precomputed
+features, the features themselves (their mean over R for `[R, D]`). E q is the question word embedding,
 `lstm` the stack of `question_layers` LSTMs.
 
 Deeper LSTM Q + norm I (Antol et al. 2015, `lstm_q_norm_i`):
