@@ -130,7 +130,7 @@ def test_shipped_sweeps_load(sweep_file):
   assert names and len(set(names)) == len(names)
   expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12,
               "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 18,
-              "scheduled_sampling": 20, "captioning_models": 9, "vqa_models": 33}
+              "scheduled_sampling": 21, "captioning_models": 9, "vqa_models": 33}
   assert len(names) == expected[sweep.name]
   if sweep.name == "zaremba_ptb":
     assert names == ["zaremba_small", "zaremba_medium", "zaremba_large"]
@@ -157,6 +157,9 @@ def test_shipped_sweeps_load(sweep_file):
                      "scheduled_sampling_ensemble": 0.987, "scst_seed0": None}
     assert by_name["baseline_ensemble"].flags["ensemble"] == [
         f"baseline_seed{s}" for s in range(3)]
+    assert names[0] == "encoder" and spec.paper_for(sweep.paper, by_name["encoder"]) == {}
+    assert all(t.flags["encoder_from"] == "encoder" and t.flags["freeze_encoder"]
+               for t in sweep.trials[1:])
   if sweep.name == "vqa_models":
     by_name = {t.name: t for t in sweep.trials}
     daquar = [t for t in sweep.trials if t.flagfile.endswith("daquar_cpu.flags")]

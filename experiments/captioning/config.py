@@ -48,8 +48,10 @@ class CaptioningConfig(Seq2SeqTrainingConfig):
                              "the annotation width D.")
   cnn_first_stride: int = field(2, "Stride of the CNN's first convolution.")
   freeze_encoder: bool = field(False, "Do not train the CNN (e.g. with --encoder_from).")
-  encoder_from: str = field("", "Start the CNN from this captioning workdir's latest "
-                            "checkpoint.")
+  encoder_from: str = field("", "Start the CNN from this finished captioning run (its "
+                            "latest checkpoint); a relative path that does not exist is a "
+                            "sibling of --workdir, as a sweep's trials are. Show and Tell "
+                            "needs a trained CNN to read images (RESULTS.md).")
   embed_size: int = field(64, "Word embedding size E.")
   hidden_size: int = field(256, "LSTM size H.")
   attention_size: int = field(128, "Attention MLP size A (Show, Attend and Tell).")

@@ -222,7 +222,8 @@ def build(config, workdir: str, corpus: data_lib.Corpus | None = None,
   if config.training == "mixer":  # MIXER's linear baseline on the LSTM's h
     params[objectives.BASELINE] = mixer.init_baseline(config.hidden_size)
   if config.encoder_from:
-    params["encoder"] = restore(config.encoder_from, feature_size)[2]["encoder"]
+    source = finished_run(config.encoder_from, workdir, "--encoder_from")
+    params["encoder"] = restore(source, feature_size)[2]["encoder"]
   extra = ()  # soft attention carries nothing between batches
   if model.attend and config.attention_type == "hard":
     extra = {HARD_BASELINE: jnp.zeros((), jnp.float32)}
@@ -463,17 +464,26 @@ def caption(config, workdir: str) -> list[dict]:
   return results
 
 
+def finished_run(path: str, workdir: str, flag: str) -> str:
+  """The finished run `path` names: as given when it exists, otherwise (a relative path) the
+  sibling of `workdir` of that name, as a sweep's trials are. A run that has not finished
+  (no results.json) is refused: reading its latest checkpoint would read a half-trained
+  model."""
+  if not os.path.isabs(path) and not os.path.exists(path):
+    path = os.path.join(os.path.dirname(os.path.abspath(workdir)), path)
+  if not os.path.exists(os.path.join(path, "results.json")):
+    raise UserError(f"{flag}: {path} has not finished (no results.json); rerun this "
+                    "command once it has")
+  return path
+
+
 def ensemble_members(config, workdir: str) -> list[str]:
   """`--ensemble`'s workdirs; a relative path is a sibling of `workdir` (a sweep's trials)."""
   if not config.ensemble:
     raise UserError("--mode=ensemble needs --ensemble=WORKDIR,WORKDIR,...: the trained runs")
   parent = os.path.dirname(os.path.abspath(workdir))
-  members = [p if os.path.isabs(p) else os.path.join(parent, p) for p in config.ensemble]
-  for m in members:
-    if not os.path.exists(os.path.join(m, "results.json")):
-      raise UserError(f"--ensemble: {m} has not finished (no results.json); rerun this "
-                      "command once it has")
-  return members
+  return [finished_run(p if os.path.isabs(p) else os.path.join(parent, p), workdir,
+                       "--ensemble") for p in config.ensemble]
 
 
 def evaluate_ensemble(config, workdir: str) -> dict:

@@ -4,15 +4,20 @@ trained with cross-entropy (with and without dropout), always sampling, schedule
 scheduled sampling's seeds; and a sequence-level row, SCST on CIDEr-D from the
 cross-entropy model (Rennie et al. 2017).
 
-    python -m launch.sweep --sweep=scheduled_sampling --workdir_root=runs/scheduled_sampling \
-        --devices=cpu --max_parallel=2
-    python -m launch.sweep ...   # the same command again: see below
+    for pass in 1 2 3; do  # the encoder, then the trials that read it, then the ensembles
+      python -m launch.sweep --sweep=scheduled_sampling --workdir_root=runs/scheduled_sampling \
+          --devices=cpu --max_parallel=2
+    done
     python -m launch.table runs/scheduled_sampling \
         --metrics='test/Bleu_4,test/METEOR,test/CIDEr' --over=seed
 
-The two ensemble trials (`--mode=ensemble`) read their members' checkpoints: a member
-that has not finished fails them with one line, and running the sweep command again
-after the seeds are done retries them. Metrics are pycocoevalcap's, as fractions (the
+Show and Tell reads the image only as its first input, and with a CNN trained from scratch
+it writes one caption for every image on most seeds (12 of 18 runs; RESULTS.md). The
+paper's NIC starts from an ImageNet CNN; here the first trial, `encoder`, trains Show,
+Attend and Tell (the scenes_cpu flagfile, seed 0) and every Show and Tell trial starts
+from its CNN, frozen (`--encoder_from=encoder --freeze_encoder`). A trial whose encoder or
+ensemble members have not finished fails with one line; running the sweep command again
+once they have retries it (hence the loop above). Metrics are pycocoevalcap's, as fractions (the
 paper's table is in percent: BLEU-4 28.8 is 0.288 here, CIDEr 89.5 is 0.895).
 
 Show and Tell on scenes plateaus by step 1,000 (its valid CIDEr-D at 1,000, 2,000 and
@@ -61,13 +66,17 @@ PAPER = {
 }
 
 
+_ENCODER = {"encoder_from": "encoder", "freeze_encoder": True}
+
+
 def trials():
-  out = []
+  out = [{"_name": "encoder", "model": "show_attend_tell", "seed": 0}]
   for row, flags in ROWS.items():
     for seed in SEEDS:
       out.append({"_name": f"{row}_seed{seed}", "mode": "train", "model": "show_and_tell",
-                  **_STEPS, **flags, "seed": seed})
+                  **_ENCODER, **_STEPS, **flags, "seed": seed})
   for name, row in ENSEMBLES.items():
-    out.append({"_name": name, "mode": "ensemble", "model": "show_and_tell", **_STEPS, **ROWS[row],
+    out.append({"_name": name, "mode": "ensemble", "model": "show_and_tell", **_ENCODER,
+                **_STEPS, **ROWS[row],
                 "ensemble": [f"{row}_seed{seed}" for seed in SEEDS], "seed": 0})
   return out
