@@ -62,8 +62,9 @@ def _norm(x):
   return x / np.sqrt(np.sum(x * x, -1, keepdims=True) + 1e-8) * np.sqrt(x.shape[-1])
 
 
-def _standardize(x):
-  return (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-5)
+def _standardize(x, eps=1e-5):
+  """A layer norm without parameters: zero mean, unit variance over the last axis."""
+  return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
 
 
 def _softmax(x):

@@ -5,8 +5,8 @@ or precomputed features (`[B, R, D]` / `[B, D]`), and questions `[B, T]` with th
 lengths `[B]`. The image vector ā plays VGG's fc7 in the papers: on the CNN's regions
 `a [B, R, D]`, their mean ā = mean_i a_i (default), or with `image_fc` > 0 a fully
 connected ReLU layer over the whole grid, ā = relu(W_fc vec(a) + b_fc); on precomputed
-features, the features themselves (their mean over R for `[R, D]`). E q is the question word embedding,
-`lstm` the stack of `question_layers` LSTMs.
+features, the features themselves (their mean over R for `[R, D]`). E q is the question
+word embedding, `lstm` the stack of `question_layers` LSTMs.
 
 Deeper LSTM Q + norm I (Antol et al. 2015, `lstm_q_norm_i`):
 
@@ -27,7 +27,8 @@ and u⁰ = W_u h_T + b_u (the top layer's last output), for k = 1..attention_lay
     p    = softmax(W_o u^K + b_o)
 
 Two changes to Antol et al.'s arrangement keep it trainable from scratch: LN standardises
-the question state (zero mean, unit variance over its 2LH values, no parameters), and the
+the question state (zero mean, unit variance over its 2LH values, no parameters: the LSTM
+cell's `group_layer_norm` with scale 1), and the
 normalised image is scaled by √F (F its width). Without them the cells c grow within a
 few hundred Adam steps, the question vector's tanh saturates to one constant vector for
 every question, and the model can answer only from the answer prior (existence questions
@@ -56,6 +57,7 @@ import jax.numpy as jnp
 
 from experiments.vision import cnn
 from rnn_jax import cells, layers, regularizers
+from rnn_jax.cells.lstm import group_layer_norm
 from rnn_jax.seq2seq import Decoder
 
 Array = jax.Array
@@ -78,17 +80,11 @@ def l2_normalize(x, eps: float = 1e-8):
   return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
-def standardize(x, eps: float = 1e-5):
-  """`(x - mean) / std` along the last axis (a layer norm without parameters)."""
-  mean = x.mean(axis=-1, keepdims=True)
-  return (x - mean) / (jnp.sqrt(jnp.mean((x - mean) ** 2, axis=-1, keepdims=True)) + eps)
-
-
 def norm_i(x):
   """The normalised image: `sqrt(F) x / ‖x‖` for `x [B, F]`, unit length scaled to unit
   root mean square, so W_i (norm I) starts O(1) like the question side instead of
   O(1 / sqrt(F)); otherwise the question vector grows to carry the answer prior alone and
-  its tanh saturates (VQA.md in RESULTS.md)."""
+  its tanh saturates (experiments/vqa/RESULTS.md)."""
   return l2_normalize(x) * jnp.sqrt(jnp.asarray(x.shape[-1], x.dtype))
 
 
@@ -213,7 +209,7 @@ class VQAModel:
     if self.kind in ("lstm_q_norm_i", "question_only"):
       _, finals = self._read(p, words, lengths, next(keys), training)
       state = jnp.concatenate([x for f in finals for x in (f.c, f.h)], -1)  # [B, 2LH]
-      q = jnp.tanh(_apply(p["question"], standardize(state)))  # [B, C]
+      q = jnp.tanh(_apply(p["question"], group_layer_norm(state, 1.0)))  # [B, C], LN
     if self.kind in ("lstm_q_norm_i", "image_only"):
       i = jnp.tanh(_apply(p["image"], norm_i(self.image_vector(p, a))))  # [B, C]
     if self.kind in ("lstm_q_norm_i", "question_only", "image_only"):

@@ -17,8 +17,9 @@ paper's NIC starts from an ImageNet CNN; here the first trial, `encoder`, trains
 Attend and Tell (the scenes_cpu flagfile, seed 0) and every Show and Tell trial starts
 from its CNN, frozen (`--encoder_from=encoder --freeze_encoder`). A trial whose encoder or
 ensemble members have not finished fails with one line; running the sweep command again
-once they have retries it (hence the loop above). Metrics are pycocoevalcap's, as fractions (the
-paper's table is in percent: BLEU-4 28.8 is 0.288 here, CIDEr 89.5 is 0.895).
+once they have retries it (hence the loop above). Metrics are pycocoevalcap's, as
+fractions (the paper's table is in percent: BLEU-4 28.8 is 0.288 here, CIDEr 89.5 is
+0.895).
 
 Show and Tell on scenes plateaus by step 1,000 (its valid CIDEr-D at 1,000, 2,000 and
 3,000 steps in the `captioning_models` sweep moves by under 0.1), so these trials train
