@@ -129,7 +129,9 @@ def test_flagfiles_parse_and_validate(name):
 
 def test_bad_flags_are_one_line_errors():
   for kw, match in ((dict(model="vgg"), "--model"), (dict(corpus="coco"), "--corpus"),
-                    (dict(dropout=1.0), "--dropout"), (dict(hidden_size=0), "--hidden_size")):
+                    (dict(dropout=1.0), "--dropout"),
+                    (dict(image_pool="sum"), "--image_pool"),
+                    (dict(hidden_size=0), "--hidden_size")):
     with pytest.raises(UserError, match=match):
       train_lib.check_config(_tiny(**kw))
 

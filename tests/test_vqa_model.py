@@ -128,6 +128,19 @@ def test_baselines_read_only_their_input():
                              atol=1e-5)
 
 
+def test_max_pooled_image_vector():
+  features, questions, lengths = _inputs()
+  _, model, params = _model("image_only", image_pool="max")
+  p = params["model"]
+  np.testing.assert_array_equal(model.image_vector(p, features), features.max(1))
+  a, _ = model.logits(params, features, questions, lengths)
+  i = np.tanh(_dense(p["image"], _norm(features.max(1))))
+  np.testing.assert_allclose(a, _dense(p["output"], np.tanh(_dense(p["mlp"], i))), rtol=1e-5,
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="image_pool"):
+    _model("image_only", image_pool="sum")
+
+
 def test_vis_lstm_reads_the_image_as_its_first_word():
   _, model, params = _model("vis_lstm")
   features, questions, lengths = _inputs()

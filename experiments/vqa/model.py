@@ -3,9 +3,10 @@
 Every model reads images `[B, H, W, 3]` (the shared Flax CNN, `experiments.vision.cnn`)
 or precomputed features (`[B, R, D]` / `[B, D]`), and questions `[B, T]` with their
 lengths `[B]`. The image vector ā plays VGG's fc7 in the papers: on the CNN's regions
-`a [B, R, D]`, their mean ā = mean_i a_i (default), or with `image_fc` > 0 a fully
-connected ReLU layer over the whole grid, ā = relu(W_fc vec(a) + b_fc); on precomputed
-features, the features themselves (their mean over R for `[R, D]`). E q is the question
+`a [B, R, D]`, their mean ā = mean_i a_i (default), with `image_pool=max` their
+per-feature maximum ā = max_i a_i, or with `image_fc` > 0 a fully connected ReLU layer
+over the whole grid, ā = relu(W_fc vec(a) + b_fc); on precomputed features, the features
+themselves (their mean, or maximum, over R for `[R, D]`). E q is the question
 word embedding, `lstm` the stack of `question_layers` LSTMs.
 
 Deeper LSTM Q + norm I (Antol et al. 2015, `lstm_q_norm_i`):
@@ -111,6 +112,8 @@ class VQAModel:
                                    config.cnn_first_stride)
     self.D = int(config.cnn_features[-1]) if self.use_cnn else feature_size
     self.fc = config.image_fc if self.use_cnn else 0
+    if config.image_pool not in ("mean", "max"):
+      raise ValueError(f"image_pool: mean or max, not {config.image_pool!r}")
     if self.fc:
       h, w = cnn.grid_shape(self.encoder, config.image_size)
       self.R = h * w
@@ -188,6 +191,8 @@ class VQAModel:
     if "image_fc" in p:
       B = regions.shape[0]
       return jax.nn.relu(_apply(p["image_fc"], regions.reshape(B, -1)))
+    if self.config.image_pool == "max":
+      return regions.max(axis=1)
     return regions.mean(axis=1)
 
   def _image_word(self, p, regions):
