@@ -41,8 +41,7 @@ LSTM). The equations above are transcribed from the paper's Section 3 as
 recalled, not read here: no stored copy of that section could be found, nor a
 public reimplementation. Unchecked as well: whether the paper treats the
 background class, or the step where an activity changes, in any way beyond
-δ_t = -1, and its value of
-λ_r. Here the background is an ordinary class and λ_r the caller's choice.
+δ_t = -1, and its value of λ_r. Here the background is an ordinary class and λ_r the caller's choice.
 
     probs = jax.nn.softmax(logits)                               # [B, T, K]
     per_step = detection_score_ranking_loss(probs, labels, lengths)  # [B, T]
