@@ -147,3 +147,15 @@ def test_seq2seq_training_benchmark_times_every_method(tmp_path):
   for name in ("mixer", "scst"):  # the host reward ran inside the step, and was timed
     assert rows[name]["host_reward_ms"] > 0, out
   assert rows["xent"]["host_reward_ms"] == 0
+
+
+def test_activity_evaluate_benchmark_agrees_with_the_official_loops():
+  data = os.path.join(os.environ.get("RNN_JAX_DATA") or "", "activitynet")
+  if not os.path.exists(os.path.join(data, "anet_anno_action.json")):
+    pytest.skip("needs $RNN_JAX_DATA/activitynet")
+  out = _run("benchmarks.activity_evaluate", "--predictions_per_video=4", "--turns=1",
+             "--reference_videos=20", f"--data_dir={data}")
+  summary = json.loads(out.splitlines()[-3])
+  assert summary["videos"] == 4728 and summary["predictions"] == 4 * 4728, summary
+  assert summary["subset"]["identical"] and summary["subset"]["videos"] == 20, summary
+  assert len(summary["mAP"]) == 10 and 0 <= summary["average_mAP"] <= 1, summary

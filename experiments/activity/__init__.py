@@ -1,0 +1,1 @@
+"""Activity detection and early detection (Ma, Sigal & Sclaroff 2016), issue #17."""
