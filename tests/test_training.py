@@ -167,3 +167,22 @@ def test_batch_must_split_over_devices():
   training.parallel.check_divisible(3, mesh)
   with pytest.raises(ValueError, match="num_devices"):
     training.data_mesh(len(jax.devices()) + 1)
+
+
+def test_warmup_decay_schedule_by_hand():
+  import math  # noqa: PLC0415
+  from rnn_jax.training.optim import warmup_decay_schedule  # noqa: PLC0415
+  lr, warmup, n = 0.2, 4, 14
+  cosine = warmup_decay_schedule(lr, n, warmup_steps=warmup, decay="cosine")
+  constant = warmup_decay_schedule(lr, n, warmup_steps=warmup)
+  for step in range(n + 1):
+    if step < warmup:  # lr / w at step 0, rising linearly to lr at step w
+      expected = lr / warmup + (lr - lr / warmup) * step / warmup
+      assert float(constant(step)) == pytest.approx(expected, rel=1e-6)
+    else:
+      expected = 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / (n - warmup)))
+      assert float(constant(step)) == pytest.approx(lr, rel=1e-6)
+    assert float(cosine(step)) == pytest.approx(expected, rel=1e-6, abs=1e-9), step
+  assert float(warmup_decay_schedule(lr, n, decay="cosine")(0)) == pytest.approx(lr)
+  with pytest.raises(ValueError, match="decay"):
+    warmup_decay_schedule(lr, n, decay="linear")

@@ -50,16 +50,9 @@ def check_config(config) -> None:
 
 def learning_rate_schedule(config, num_steps: int):
   """Linear warmup to `learning_rate`, then constant or a cosine decay to 0."""
-  warmup = max(config.warmup_steps, 0)
-  if config.decay == "cosine":
-    decay = optax.cosine_decay_schedule(config.learning_rate, max(num_steps - warmup, 1))
-  else:
-    decay = optax.constant_schedule(config.learning_rate)
-  if warmup == 0:
-    return decay
-  return optax.join_schedules(
-      [optax.linear_schedule(config.learning_rate / warmup, config.learning_rate, warmup),
-       decay], [warmup])
+  return training.optim.warmup_decay_schedule(config.learning_rate, num_steps,
+                                              warmup_steps=config.warmup_steps,
+                                              decay=config.decay)
 
 
 # Losses.

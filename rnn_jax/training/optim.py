@@ -18,3 +18,20 @@ def optimizer(name: str, learning_rate: float | Callable, max_grad_norm: float =
   if max_grad_norm > 0:
     opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
   return opt
+
+
+def warmup_decay_schedule(learning_rate: float, num_steps: int, *, warmup_steps: int = 0,
+                          decay: str = "constant"):
+  """Linear warmup from `learning_rate / warmup_steps` to `learning_rate` over
+  `warmup_steps`, then constant or ("cosine") a cosine decay to 0 at `num_steps`."""
+  if decay not in ("constant", "cosine"):
+    raise ValueError(f"decay: expected constant or cosine, got {decay!r}")
+  warmup = max(warmup_steps, 0)
+  if decay == "cosine":
+    after = optax.cosine_decay_schedule(learning_rate, max(num_steps - warmup, 1))
+  else:
+    after = optax.constant_schedule(learning_rate)
+  if warmup == 0:
+    return after
+  return optax.join_schedules(
+      [optax.linear_schedule(learning_rate / warmup, learning_rate, warmup), after], [warmup])
