@@ -108,3 +108,20 @@ def test_bad_flags_are_one_line_errors():
                     (dict(lambda_r=-1.0), "--lambda_r")):
     with pytest.raises(UserError, match=match):
       train_lib.check_config(_tiny(**kw))
+
+
+def test_progression_plot_groups_seeds(tmp_path):
+  from experiments.activity import plots  # noqa: PLC0415
+  for name, level in (("lstm_cpu,seed=0", 0.2), ("lstm_cpu,seed=1", 0.4),
+                      ("lstm_s_cpu,seed=0", 0.6)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps(
+        {f"progression/score_at_{(i + 0.5) / 10:.2f}": level + i / 100 for i in range(10)}))
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "results.json").write_text(json.dumps({"test/mAP": 0.5}))
+  curves = plots.progression_curves(str(tmp_path))
+  assert sorted(curves) == ["lstm_cpu", "lstm_s_cpu"]
+  assert curves["lstm_cpu"].shape == (2, 10)
+  np.testing.assert_allclose(curves["lstm_cpu"].mean(0), 0.3 + np.arange(10) / 100)
+  plots.plot(curves, str(tmp_path / "p.png"))
+  assert (tmp_path / "p.png").stat().st_size > 0
