@@ -354,6 +354,19 @@ def existing_workdir() -> str:
   return os.path.abspath(workdir)
 
 
+def read_json(path, what: str = ""):
+  """The JSON document at `path`, or a one-line UserError ("<what> <path>: No such file
+  or directory", "... is not JSON: ...")."""
+  name = f"{what} {path}" if what else f"{path}"
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except OSError as e:
+    raise UserError(f"{name}: {e.strerror or e}") from None
+  except ValueError as e:
+    raise UserError(f"{name} is not JSON: {e}") from None
+
+
 def data_path(config, *parts: str) -> str:
   """`data_dir/parts...`, or a UserError saying what is missing and how to set it."""
   if not config.data_dir:

@@ -111,6 +111,7 @@ from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from experiments import common
 from experiments.common import UserError
 from experiments.activity.streams import Video
 
@@ -209,13 +210,7 @@ def _check_limit(limit) -> None:
 
 
 def _read_json(path: str):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except OSError as e:
-    raise UserError(f"{path}: {e.strerror or e}") from None
-  except ValueError as e:
-    raise UserError(f"{path} is not JSON: {e}") from None
+  return common.read_json(path)
 
 
 def _read_csv(path: str, columns: Sequence[str]) -> list[dict]:

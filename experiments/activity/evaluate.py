@@ -97,6 +97,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from experiments import common
 from experiments.common import UserError
 
 DEFAULT_TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -283,13 +284,7 @@ def average_precision_detection(gt_videos: Sequence, gt_segments, pred_videos: S
 def _load_json(value, what):
   if not isinstance(value, (str, os.PathLike)):
     return value
-  try:
-    with open(value, encoding="utf-8") as f:
-      return json.load(f)
-  except OSError as e:
-    raise UserError(f"{what} {value}: {e.strerror or e}") from None
-  except ValueError as e:
-    raise UserError(f"{what} {value} is not JSON: {e}") from None
+  return common.read_json(value, what)
 
 
 def _segment(segment, where) -> tuple[float, float]:

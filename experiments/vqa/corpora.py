@@ -46,13 +46,13 @@ resizes it to `image_size` (an int for a square, or (height, width); bilinear). 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from experiments import common
 from experiments.common import UserError
 
 DAQUAR_SPLITS = ("train", "test")
@@ -213,13 +213,7 @@ def _read_lines(path):
 
 
 def _read_json(path):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except OSError as e:
-    raise UserError(f"{path}: {e.strerror or e}") from None
-  except ValueError as e:
-    raise UserError(f"{path} is not JSON: {e}") from None
+  return common.read_json(path)
 
 
 # ----------------------------------------------------------------------------- DAQUAR
