@@ -288,13 +288,18 @@ def _random_segmentation(rng, K):
 @pytest.mark.parametrize("rule", D.RULES)
 def test_one_hot_scores_give_back_the_segments(rule):
   rng = np.random.default_rng(17)
+  tested = 0
   for _ in range(200):
     K = int(rng.integers(1, 5))
     segments, frames = _random_segmentation(rng, K)
+    if rule == "actionness" and any(a[2] == b[1] for a, b in zip(segments, segments[1:])):
+      continue  # class-agnostic: activities that touch are one run
+    tested += 1
     probs = np.eye(K + 1)[frames]                                     # [T, K+1]
-    dets = D.detect(probs, rule=rule)
+    dets = D.detect(probs, rule=rule, labels_per_segment=1)
     assert sorted((d.label, d.start, d.end) for d in dets) == sorted(segments)
     assert all(d.score == 1.0 for d in dets)
+  assert tested > 50
 
 
 def test_one_hot_early_detection_finds_each_start_and_label():
@@ -378,3 +383,30 @@ def test_bad_results_arguments():
     D.detections_to_results("v", [Detection(1, 2.0, 1.0, 0.5)], ["a", "b"])
   with pytest.raises(ValueError, match="seconds_per_step"):
     D.detections_to_results("v", [], ["a", "b"], seconds_per_step=0)
+
+
+def test_actionness_gives_the_whole_activity_to_a_class_that_is_certain_late():
+  # steps 0-1 background, 2-9 an activity of class 2 whose first half looks like class 1
+  # or 2 alike (0.45 each), steps 10-11 background.
+  probs = np.zeros((12, 4))
+  probs[:, 0] = 1.0
+  probs[2:6] = [0.1, 0.45, 0.45, 0.0]
+  probs[6:10] = [0.1, 0.1, 0.8, 0.0]
+  by_class = D.detect(probs, thresholds=[0.5], nms_threshold=0.5)
+  assert [(d.label, d.start, d.end) for d in by_class] == [(2, 6.0, 10.0)]
+  dets = D.detect(probs, thresholds=[0.5], rule="actionness", labels_per_segment=2)
+  # one run [2, 10) (actionness 0.9); class 2's mean (4 * 0.45 + 4 * 0.8) / 8 = 0.625,
+  # class 1's (4 * 0.45 + 4 * 0.1) / 8 = 0.275
+  assert [(d.label, d.start, d.end) for d in dets] == [(2, 2.0, 10.0), (1, 2.0, 10.0)]
+  np.testing.assert_allclose([d.score for d in dets], [0.625, 0.275])
+  one = D.detect(probs, thresholds=[0.5], rule="actionness", labels_per_segment=1)
+  assert [(d.label, d.start, d.end) for d in one] == [(2, 2.0, 10.0)]
+  with pytest.raises(ValueError, match="labels_per_segment"):
+    D.detect(probs, rule="actionness", labels_per_segment=0)
+  # Early detection with actionness keeps the activity's start (step 2) whichever class
+  # leads: after 4 of its 8 steps the tie 0.45 / 0.45 goes to the lower label, after 6
+  # class 2 leads.
+  early = D.early_detect(probs[:6], fraction=0.5, rule="actionness", threshold=0.5, top_k=1)
+  assert [(d.label, d.start, d.end) for d in early] == [(1, 2.0, 10.0)]  # tie 0.45: lower
+  late = D.early_detect(probs[:8], fraction=0.75, rule="actionness", threshold=0.5, top_k=1)
+  assert [(d.label, d.start, d.end) for d in late] == [(2, 2.0, 10.0)]

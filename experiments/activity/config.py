@@ -53,6 +53,12 @@ class ActivityConfig(RunConfig):
   thresholds: list = field(["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"],
                            "Detection: a class is active at a step where its score is at "
                            "least θ, for each θ.")
+  detect_rule: str = field("threshold", "Detection: threshold (a class is active where its "
+                           "score is at least θ), argmax (where it is the top class) or "
+                           "actionness (class-agnostic: where 1 - p_background is at least "
+                           "θ, each segment then labelled with its best classes).")
+  labels_per_segment: int = field(2, "Detection with --detect_rule=actionness: the classes "
+                                  "each segment is proposed as.")
   smoothing: int = field(1, "Detection: moving-average window over the scores (1: none).")
   min_length: int = field(2, "Detection: drop segments shorter than this many steps.")
   max_gap: int = field(1, "Detection: merge runs of a class this many steps apart or less.")
@@ -60,6 +66,11 @@ class ActivityConfig(RunConfig):
   max_detections: int = field(100, "Detection: at most this many per video.")
   early_fraction: float = field(0.3, "Early detection: the fraction of each activity seen.")
   early_top_k: int = field(3, "Early detection: labels reported per activity view.")
+  early_rule: str = field("argmax", "Early detection: what keeps the ongoing run going back "
+                          "from the last observed step: argmax (its class is the top one), "
+                          "threshold (its class's score >= --early_threshold) or "
+                          "actionness (1 - p_background >= --early_threshold).")
+  early_threshold: float = field(0.5, "Early detection: the threshold of --early_rule.")
   tiou: str = field("0.1:0.1:0.8", "The tIoU thresholds of the reported mAP (Ma et al.'s "
                     "table); ActivityNet's 0.5:0.05:0.95 average is reported too.")
   # Highlighting.

@@ -29,7 +29,12 @@ threshold is a keyword argument, so an experiment can expose it as a flag.
    `rule="threshold"` (default): p_c(t) >= θ, one mask per θ (default θ = 0.1, 0.2, ..., 0.9:
    the low thresholds give long segments, the high ones their cores, nested inside);
    `rule="argmax"`: c is the argmax of row t over all K+1 columns (background included,
-   ties to the lowest index); `thresholds` is then unused.
+   ties to the lowest index); `thresholds` is then unused;
+   `rule="actionness"`: class-agnostic, as TAG groups actionness: the steps where
+   1 - p_0(t) >= θ (anything but the background), per θ; each run (after steps 3's merging
+   and length rule) is then labelled with the `labels_per_segment` activities of highest
+   mean score over it (ties to the lower label), one candidate each. A class that becomes
+   certain only part-way through an activity still gets the activity's whole extent.
 3. Runs: each maximal run of active steps [s, e) is a candidate. Runs of the same (c, θ)
    separated by at most `max_gap` inactive steps are merged first (default 0: none), the
    gap joining the segment; then segments shorter than `min_length` steps are dropped
@@ -75,7 +80,7 @@ protocol guarantees it), so:
 2. the ongoing class c* = the argmax of row t_last over the activities (background left out);
 3. its start: going back from t_last (always included) while c* is active, under `rule`:
    `"argmax"` (default), c* is the argmax of the row over all K+1 columns; `"threshold"`,
-   p_c*(t) >= `threshold`; gaps of at most `max_gap` inactive steps are crossed. The run's
+   p_c*(t) >= `threshold`; `"actionness"`, 1 - p_0(t) >= `threshold` (any activity); gaps of at most `max_gap` inactive steps are crossed. The run's
    first step is the detected start s';
 4. the extent: `extent="extrapolate"` (default) assumes what was seen, [s', observed_end),
    is `fraction` of the activity, so end = s' + (observed_end - s') / fraction (6 observed
@@ -106,7 +111,7 @@ import numpy as np
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """The default multi-threshold grid of `detect` (rule "threshold")."""
 
-RULES = ("threshold", "argmax")
+RULES = ("threshold", "argmax", "actionness")
 SCORES = ("mean", "max")
 EARLY_SCORES = ("mean", "last")
 EXTENTS = ("extrapolate", "observed")
@@ -295,7 +300,8 @@ def temporal_nms(labels, starts, ends, scores, nms_threshold: float) -> np.ndarr
 
 def detect(probs, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, rule: str = "threshold",
            smoothing: int = 1, min_length: int = 1, max_gap: int = 0, score: str = "mean",
-           nms_threshold: float = 0.5, max_detections: int | None = 100) -> list[Detection]:
+           nms_threshold: float = 0.5, max_detections: int | None = 100,
+           labels_per_segment: int = 2) -> list[Detection]:
   """Scored activity segments of one video from its per-step class scores.
 
   The procedure is the module docstring's "Detection" (smooth, threshold or argmax, runs,
@@ -305,7 +311,8 @@ def detect(probs, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, rule: str
     probs: [T, K+1] per-step scores, column 0 the background (a softmax, usually; any
       finite scores work, thresholds then being on their scale). T may be 0.
     thresholds: the thresholds θ of rule "threshold" (each finite, > 0).
-    rule: "threshold" (p_c >= θ) or "argmax" (c is the row's argmax; thresholds unused).
+    rule: "threshold" (p_c >= θ), "argmax" (c is the row's argmax; thresholds unused) or
+      "actionness" (1 - p_0 >= θ, each run labelled with its best activities).
     smoothing: moving-average window in steps (1: none).
     min_length: the shortest segment kept, in steps (after gap merging).
     max_gap: runs of one class and threshold separated by at most this many steps merge.
@@ -313,6 +320,7 @@ def detect(probs, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, rule: str
     nms_threshold: per-class NMS tIoU in [0, 1]; a candidate overlapping a better kept one
       by more is dropped.
     max_detections: keep at most this many (the best); None keeps all.
+    labels_per_segment: rule "actionness": the activities each run is proposed as.
 
   Returns:
     Detections in steps, best first (ties as in `temporal_nms`).
@@ -328,8 +336,9 @@ def detect(probs, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, rule: str
   if max_detections is not None:
     max_detections = _check_int(max_detections, "max_detections", 1)
   thresholds = np.asarray([_check_threshold(θ, "thresholds") for θ in np.ravel(thresholds)])
-  if rule == "threshold" and thresholds.size == 0:
-    raise ValueError("thresholds: expected at least one threshold for rule 'threshold'")
+  if rule != "argmax" and thresholds.size == 0:
+    raise ValueError(f"thresholds: expected at least one threshold for rule {rule!r}")
+  labels_per_segment = _check_int(labels_per_segment, "labels_per_segment", 1)
   nms_threshold = float(nms_threshold)
   if not 0 <= nms_threshold <= 1:
     raise ValueError(f"nms_threshold: expected a tIoU in [0, 1], got {nms_threshold}")
@@ -339,6 +348,9 @@ def detect(probs, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, rule: str
     return []
 
   activities = probs[:, 1:]                                               # [T, K]
+  if rule == "actionness":
+    return _actionness(probs, thresholds, min_length, max_gap, score, nms_threshold,
+                       max_detections, min(labels_per_segment, K))
   if rule == "threshold":
     mask = activities.T[None] >= thresholds[:, None, None]                # [n_θ, K, T]
   else:
@@ -350,6 +362,29 @@ def detect(probs, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, rule: str
   if labels.size == 0:
     return []
   labels, starts, ends = np.unique(np.stack([labels, starts, ends]), axis=1)  # one per segment
+  scores = _segment_scores(probs, labels, starts, ends, score)
+  kept = temporal_nms(labels, starts, ends, scores, nms_threshold)[:max_detections]
+  return [Detection(int(labels[i]), float(starts[i]), float(ends[i]), float(scores[i]))
+          for i in kept]
+
+
+def _actionness(probs, thresholds, min_length, max_gap, score, nms_threshold,
+                max_detections, labels_per_segment) -> list[Detection]:
+  """`detect` with rule "actionness" (arguments checked there)."""
+  T, K = probs.shape[0], probs.shape[1] - 1
+  actionness = 1.0 - probs[:, 0]                                         # [T]
+  mask = actionness[None, :] >= thresholds[:, None]                       # [n_θ, T]
+  _, starts, ends = _runs(mask, max_gap)
+  long_enough = ends - starts >= min_length
+  if not long_enough.any():
+    return []
+  starts, ends = np.unique(np.stack([starts[long_enough], ends[long_enough]]), axis=1)
+  totals = np.concatenate([np.zeros((1, K)), np.cumsum(probs[:, 1:], axis=0)])  # [T + 1, K]
+  means = (totals[ends] - totals[starts]) / (ends - starts)[:, None]      # [S, K]
+  best = np.argsort(-means, axis=1, kind="stable")[:, :labels_per_segment]  # [S, L]
+  labels = (best + 1).ravel()
+  starts = np.repeat(starts, labels_per_segment)
+  ends = np.repeat(ends, labels_per_segment)
   scores = _segment_scores(probs, labels, starts, ends, score)
   kept = temporal_nms(labels, starts, ends, scores, nms_threshold)[:max_detections]
   return [Detection(int(labels[i]), float(starts[i]), float(ends[i]), float(scores[i]))
@@ -393,8 +428,10 @@ def early_detect(probs_prefix, *, fraction: float = 0.3, offset: int = 0, top_k:
     offset: the video step of probs_prefix[0] (0 for a prefix of the video); the returned
       segment is in video steps.
     top_k: how many labels to report for the segment (at most K).
-    rule: "argmax" (c* is the row's argmax over all K+1 columns) or "threshold"
-      (p_c* >= threshold): what keeps the run going back.
+    rule: "argmax" (c* is the row's argmax over all K+1 columns), "threshold"
+      (p_c* >= threshold) or "actionness" (1 - p_0 >= threshold: any activity, so a
+      class that becomes certain late keeps the activity's start): what keeps the run
+      going back.
     threshold: rule "threshold"'s threshold (finite, > 0).
     max_gap: inactive steps the run may cross going back.
     smoothing: moving-average window over the prefix (1: none).
@@ -424,6 +461,8 @@ def early_detect(probs_prefix, *, fraction: float = 0.3, offset: int = 0, top_k:
   ongoing = int(np.argmax(probs[last, 1:])) + 1
   if rule == "argmax":
     active = np.argmax(probs, axis=1) == ongoing                          # [t_obs]
+  elif rule == "actionness":
+    active = 1.0 - probs[:, 0] >= threshold                               # any activity
   else:
     active = probs[:, ongoing] >= threshold
   active[last] = True             # the protocol: an activity is ongoing at the last step

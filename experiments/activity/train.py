@@ -45,7 +45,9 @@ def check_config(config) -> None:
   for name, value, choices in (("model", config.model, MODELS),
                                ("ranking", config.ranking, RANKINGS),
                                ("corpus", config.corpus, CORPORA),
-                               ("decay", config.decay, ("constant", "cosine"))):
+                               ("decay", config.decay, ("constant", "cosine")),
+                               ("detect_rule", config.detect_rule, detect_lib.RULES),
+                               ("early_rule", config.early_rule, detect_lib.RULES)):
     if value not in choices:
       raise UserError(f"--{name}: expected one of {', '.join(choices)}, got {value!r}")
   if config.optimizer not in training.optim.OPTIMIZERS:
@@ -53,7 +55,8 @@ def check_config(config) -> None:
                     f"got {config.optimizer!r}")
   for name in ("hidden_size", "num_layers", "mlp_size", "batch_size", "train_steps",
                "eval_batch_size", "num_classes", "feature_size", "train_videos",
-               "test_videos", "early_top_k", "max_detections", "min_length", "smoothing"):
+               "test_videos", "early_top_k", "max_detections", "min_length", "smoothing",
+               "labels_per_segment"):
     if getattr(config, name) < 1:
       raise UserError(f"--{name}: expected a positive integer, got {getattr(config, name)}")
   if not 0.0 <= config.dropout < 1.0:
@@ -65,6 +68,9 @@ def check_config(config) -> None:
                     f"LSTM-s / LSTM-m), not --model={config.model}")
   if not 0 < config.early_fraction <= 1:
     raise UserError(f"--early_fraction: expected 0 < f <= 1, got {config.early_fraction}")
+  if not 0 < config.early_threshold <= 1:
+    raise UserError(f"--early_threshold: expected a score in (0, 1], got "
+                    f"{config.early_threshold}")
   if not 0 <= config.nms_threshold <= 1:
     raise UserError(f"--nms_threshold: expected 0..1, got {config.nms_threshold}")
   try:
@@ -205,7 +211,8 @@ class Scorer:
 
 
 def _detect_kwargs(config) -> dict:
-  return dict(thresholds=[float(t) for t in config.thresholds], smoothing=config.smoothing,
+  return dict(thresholds=[float(t) for t in config.thresholds], rule=config.detect_rule,
+              labels_per_segment=config.labels_per_segment, smoothing=config.smoothing,
               min_length=config.min_length, max_gap=config.max_gap,
               nms_threshold=config.nms_threshold, max_detections=config.max_detections)
 
@@ -219,7 +226,8 @@ def detection_results(config, videos, probs, classes) -> tuple[dict, dict]:
     full[v.name] = detect_lib.detections_to_results(v.name, dets, classes, step)
     early_dets = detect_lib.early_detect_instances(
         p, [(s, e) for s, e, _ in v.segments if e > s], fraction=config.early_fraction,
-        top_k=config.early_top_k, max_gap=config.max_gap)
+        top_k=config.early_top_k, max_gap=config.max_gap, rule=config.early_rule,
+        threshold=config.early_threshold)
     early[v.name] = detect_lib.detections_to_results(v.name, early_dets, classes, step)
   return ({"version": data_lib.JSON_VERSION, "results": full, "external_data": {}},
           {"version": data_lib.JSON_VERSION, "results": early, "external_data": {}})
