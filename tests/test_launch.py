@@ -130,11 +130,17 @@ def test_shipped_sweeps_load(sweep_file):
   assert names and len(set(names)) == len(names)
   expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12,
               "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 18,
-              "scheduled_sampling": 21, "captioning_models": 9, "vqa_models": 33}
+              "scheduled_sampling": 21, "captioning_models": 9, "vqa_models": 33,
+              "activity_ranking": 12, "activity_lambda": 18}
   assert len(names) == expected[sweep.name]
   if sweep.name == "zaremba_ptb":
     assert names == ["zaremba_small", "zaremba_medium", "zaremba_large"]
     assert spec.paper_for(sweep.paper, sweep.trials[1]) == {"valid/ppl": 82.2, "test/ppl": 79.7}
+  if sweep.name == "activity_ranking":  # each row gets the paper's row, detection and early
+    by_name = {t.name: t for t in sweep.trials}
+    lstm_s = spec.paper_for(sweep.paper, by_name["lstm_s_cpu,seed=1"])
+    assert lstm_s["test/mAP@0.10"] == 0.54 and lstm_s["test/early_mAP@0.80"] == 0.261
+    assert spec.paper_for(sweep.paper, by_name["cnn_cpu,seed=0"])["test/mAP@0.50"] == 0.189
   if sweep.name == "phased_lstm":
     assert {t.flags["regime"] for t in sweep.trials} == {"high_res", "low_res", "async"}
   if sweep.name == "gnmt_seeds":
