@@ -63,6 +63,7 @@ import sys
 import tempfile
 from typing import Any, NamedTuple, Sequence
 
+from experiments import common
 from experiments.common import UserError
 
 METRICS = ("bleu", "meteor", "rouge", "cider", "spice")
@@ -156,13 +157,7 @@ def _check_distinct(ids, what):
 def _load_json(value, what):
   if not isinstance(value, (str, os.PathLike)):
     return value
-  try:
-    with open(value, encoding="utf-8") as f:
-      return json.load(f)
-  except OSError as e:
-    raise UserError(f"{what} {value}: {e.strerror or e}") from None
-  except ValueError as e:
-    raise UserError(f"{what} {value} is not JSON: {e}") from None
+  return common.read_json(value, what)
 
 
 def _id_ok(i):

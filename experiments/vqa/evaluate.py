@@ -55,6 +55,7 @@ import os
 import re
 from typing import Any, Sequence
 
+from experiments import common
 from experiments.common import UserError
 
 # VQAEval.contractions, verbatim (keys with capitals or quotes can never match: the words
@@ -197,13 +198,7 @@ def question_accuracy(result: str, gt_answers: Sequence[str | dict]) -> float:
 def _load_json(value, what):
   if not isinstance(value, (str, os.PathLike)):
     return value
-  try:
-    with open(value, encoding="utf-8") as f:
-      return json.load(f)
-  except OSError as e:
-    raise UserError(f"{what} {value}: {e.strerror or e}") from None
-  except ValueError as e:
-    raise UserError(f"{what} {value} is not JSON: {e}") from None
+  return common.read_json(value, what)
 
 
 def _id_ok(i):
