@@ -250,12 +250,13 @@ def score_detection(config, videos, probs, classes, prefix: str, workdir=None) -
   for tag, predictions in (("", full), ("early_", early)):
     predictions = dict(predictions, results={
         v: [r for r in rs if r["label"] in present] for v, rs in predictions["results"].items()})
-    table = anet.evaluate(gt, predictions, tious, subset=subset)
-    for t, m in zip(tious, table["mAP"]):
-      out[f"{prefix}/{tag}mAP@{t:.2f}"] = m
-    out[f"{prefix}/{tag}mAP"] = table["average_mAP"]
-    out[f"{prefix}/{tag}average_mAP"] = anet.evaluate(gt, predictions,
-                                                      subset=subset)["average_mAP"]
+    # One pass over both threshold sets: each threshold's AP is computed on its own.
+    both = np.concatenate([tious, anet.DEFAULT_TIOU_THRESHOLDS])
+    mean_ap = np.asarray(anet.evaluate(gt, predictions, both, subset=subset)["mAP"])
+    for t, m in zip(tious, mean_ap):
+      out[f"{prefix}/{tag}mAP@{t:.2f}"] = float(m)
+    out[f"{prefix}/{tag}mAP"] = float(mean_ap[:len(tious)].mean())
+    out[f"{prefix}/{tag}average_mAP"] = float(mean_ap[len(tious):].mean())
   return out
 
 
