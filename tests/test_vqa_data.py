@@ -3,6 +3,7 @@ has them) and malformed copies, VQA's official JSON written here, TFDS clevr thr
 tfds.testing.mock_data (no network, no files); vocabularies, answer classes, arrays and
 batches on hand-made splits; `load` on scenes."""
 
+import dataclasses
 import json
 import os
 import re
@@ -384,6 +385,64 @@ def test_batches_are_deterministic_and_cover_each_epoch():
   assert all((only(s)["answer_class"] >= 0).all() for s in range(4))
   with pytest.raises(ValueError, match="encoded split"):
     data.batch(split, [0])
+
+
+def _many_images_split(counts, seed=0):
+  """A split whose image m has counts[m] questions, the questions in a shuffled order."""
+  rng = np.random.default_rng(seed)
+  index = rng.permutation(np.repeat(np.arange(len(counts)), counts)).astype(np.int32)
+  n = len(index)
+  split = _split([ANSWERS[k % len(ANSWERS)] for k in range(n)],
+                 images=rng.integers(0, 255, (len(counts), 4, 5, 3), dtype=np.uint8))
+  split = dataclasses.replace(split, image_ids=[f"i{m}" for m in range(len(counts))],
+                              image_index=index)
+  return data.encode(split, data.Vocabularies.build(split, 1, 4), 5, 3)
+
+
+@pytest.mark.parametrize("counts,B", [([5] * 13, 16), ([3, 7, 2, 5, 9, 4, 2, 6], 8),
+                                      ([1, 4, 2], 4)])
+def test_batches_by_image_read_each_image_once(counts, B):
+  enc = _many_images_split(counts)
+  n, fewest = len(enc), min(counts)
+  batches = data.Batches(enc, B, seed=5, by_image=True)
+  M = batches.num_images()
+  assert M == min(B, 4 + (B - 4) // fewest)
+  steps = 3 * n // B + 2  # three epochs and more, batches across the epochs' ends
+  seen = []
+  for step in range(steps):
+    b = batches(step)
+    assert b["images"].shape == (M, 4, 5, 3) and b["image_slot"].shape == (B,)
+    # every question is shown its own image, the batch's images are distinct (but padding)
+    np.testing.assert_array_equal(b["images"][b["image_slot"]],
+                                  enc.images[b["image_index"]])
+    used = np.unique(b["image_slot"])
+    assert len({enc.images[i].tobytes() for i in b["image_index"]}) == len(used)
+    seen.append(b["image_index"])
+    for k in ("questions", "answer_class"):  # deterministic, a function of the step
+      np.testing.assert_array_equal(b[k], data.Batches(enc, B, 5, by_image=True)(step)[k])
+  rows = np.concatenate([data.batch_rows(s, n, B, 5, batches.order) for s in range(steps)])
+  for e in range(3):  # each epoch visits every row once, an image's rows together
+    epoch = rows[e * n:(e + 1) * n]
+    assert sorted(epoch) == list(range(n))
+    images = enc.image_index[epoch]
+    runs = images[np.r_[True, images[1:] != images[:-1]]]
+    assert len(runs) == len(counts)  # contiguous: one run per image
+  assert not np.array_equal(rows[:n], rows[n:2 * n])  # epochs differ
+  halves = [batches(4, process=(p, 2)) for p in (0, 1)]  # two processes: slots offset
+  images = np.concatenate([h["images"] for h in halves])
+  slots = np.concatenate([h["image_slot"] for h in halves])
+  np.testing.assert_array_equal(images[slots], enc.images[batches(4)["image_index"]])
+
+
+def test_batch_with_num_images_and_multiple():
+  enc = _many_images_split([2, 2, 2, 2])
+  b = data.batch(enc, [0, 1, 2, 3], num_images=4)
+  np.testing.assert_array_equal(b["images"][b["image_slot"]], enc.images[b["image_index"]])
+  with pytest.raises(ValueError, match="more than num_images"):
+    data.batch(enc, np.arange(8), num_images=3)
+  assert data.Batches(enc, 8, 0, by_image=True, image_multiple=4).num_images() == 8
+  assert data.Batches(enc, 8, 0, by_image=True, image_multiple=3).num_images() == 6
+  assert data.Batches(enc, 8, 0).num_images() is None
 
 
 def test_in_order_pads_the_last_batch():

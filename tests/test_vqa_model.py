@@ -196,6 +196,32 @@ def test_answer_generation_reads_the_image_at_every_step():
     prev = targets[:, t]
 
 
+@pytest.mark.parametrize("kind", ["lstm_q_norm_i", "san", "image_only", "answer_generation"])
+def test_distinct_images_with_slots_equal_images_per_question(kind):
+  """`image_slot`: the CNN on M distinct images, gathered per question, is the CNN on each
+  question's own image, in values and gradients."""
+  config = _config(model=kind, image_size=16, cnn_features=["4", "8"], image_pool="max")
+  model = model_lib.VQAModel(config, Vq, K, Va)
+  params = model.init(jax.random.key(0))
+  distinct = np.random.default_rng(1).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
+  slot = np.array([1, 0, 1], np.int32)
+  _, questions, lengths = _inputs()
+
+  def out(params, images, image_slot):
+    if kind == "answer_generation":
+      memory = model.memory(params, images, questions, lengths, image_slot=image_slot)
+      return jnp.sum(memory.image ** 2) + sum(jnp.sum(f.h) for f in memory.question)
+    return jnp.sum(jnp.tanh(model.logits(params, images, questions, lengths,
+                                         image_slot=image_slot)[0]))
+
+  a, ga = jax.value_and_grad(out)(params, distinct, slot)
+  b, gb = jax.value_and_grad(out)(params, distinct[slot], None)
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  assert any(np.any(g != 0) for g in jax.tree.leaves(ga["encoder"]))
+
+
 def test_the_cnn_path_and_dropout():
   config = _config(model="lstm_q_norm_i", image_size=32, cnn_features=["4", "8"], dropout=0.5,
                    image_fc=16)

@@ -74,6 +74,10 @@ class VQAConfig(RunConfig):
   dropout: float = field(0.3, "Dropout before the answer layers (and on embeddings).")
   # Training.
   batch_size: int = field(64, "Questions per training batch.")
+  batch_by_image: bool = field(False, "Batches take each image's questions together and "
+                               "read each image once (the CNN runs on about B / "
+                               "questions-per-image images instead of B); off: questions "
+                               "are drawn independently, each with its image.")
   train_steps: int = field(3000, "Training steps.")
   optimizer: str = field("adam", "sgd, adam or rmsprop.")
   learning_rate: float = field(2e-3, "Peak learning rate.")

@@ -167,13 +167,18 @@ class VQAModel:
 
   # The pieces.
 
-  def regions(self, params, images) -> Array:
-    """Images `[B, H, W, 3]` (or features `[B, R, D]` / `[B, D]`) -> regions `[B, R, D]`."""
+  def regions(self, params, images, image_slot=None) -> Array:
+    """Images `[B, H, W, 3]` (or features `[B, R, D]` / `[B, D]`) -> regions `[B, R, D]`.
+
+    With `image_slot [B]`, images `[M, ...]` are distinct images, each read once, and
+    question b's regions are those of images[image_slot[b]]."""
     if not self.use_cnn:
       a = jnp.asarray(images, jnp.float32)
-      return a[:, None, :] if a.ndim == 2 else a
-    a = cnn.regions(self.encoder.apply({"params": params["encoder"]}, images))
-    return jax.lax.stop_gradient(a) if self.config.freeze_encoder else a
+      a = a[:, None, :] if a.ndim == 2 else a
+    else:
+      a = cnn.regions(self.encoder.apply({"params": params["encoder"]}, images))
+      a = jax.lax.stop_gradient(a) if self.config.freeze_encoder else a
+    return a if image_slot is None else a[image_slot]
 
   def _dropout(self, key, x, training: bool):
     rate = self.config.dropout if training else 0.0
@@ -200,9 +205,10 @@ class VQAModel:
 
   # The classifiers.
 
-  def logits(self, params, images, questions, lengths, *, training: bool = False,
-             key=None):
-    """`(logits [B, K], attention [B, attention_layers, R] or None)`."""
+  def logits(self, params, images, questions, lengths, *, image_slot=None,
+             training: bool = False, key=None):
+    """`(logits [B, K], attention [B, attention_layers, R] or None)`; `image_slot` as in
+    `regions`."""
     p = params["model"]
     keys = iter(jax.random.split(key, 4) if key is not None else [None] * 4)
     attention = None
@@ -210,7 +216,7 @@ class VQAModel:
       q = None
     else:
       words = self._words(p, questions, next(keys), training)
-    a = None if self.kind == "question_only" else self.regions(params, images)
+    a = None if self.kind == "question_only" else self.regions(params, images, image_slot)
     if self.kind in ("lstm_q_norm_i", "question_only"):
       _, finals = self._read(p, words, lengths, next(keys), training)
       state = jnp.concatenate([x for f in finals for x in (f.c, f.h)], -1)  # [B, 2LH]
@@ -237,12 +243,12 @@ class VQAModel:
 
   # Answer generation on the decoder contract.
 
-  def memory(self, params, images, questions, lengths, *, training: bool = False,
-             key=None) -> Memory:
+  def memory(self, params, images, questions, lengths, *, image_slot=None,
+             training: bool = False, key=None) -> Memory:
     """Reads the image and the question: the LSTM runs over `[tanh(E q_t); i_e]`."""
     p = params["model"]
     k_words, k_lstm = jax.random.split(key) if key is not None else (None, None)
-    image = self._image_word(p, self.regions(params, images))  # [B, E]
+    image = self._image_word(p, self.regions(params, images, image_slot))  # [B, E]
     words = self._words(p, questions, k_words, training)  # [B, T, E]
     xs = jnp.concatenate([words, jnp.broadcast_to(image[:, None, :], words.shape)], -1)
     _, finals = self._read(p, xs, lengths, k_lstm, training)

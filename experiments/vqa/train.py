@@ -64,7 +64,8 @@ def classifier_loss(model: model_lib.VQAModel):
 
   def loss_fn(params, extra, batch, key):
     logits, _ = model.logits(params, batch["images"], batch["questions"],
-                             batch["question_lengths"], training=True, key=key)
+                             batch["question_lengths"], image_slot=batch.get("image_slot"),
+                             training=True, key=key)
     labels = batch["answer_class"]
     known = (labels >= 0).astype(logits.dtype)  # [B]
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
@@ -84,7 +85,8 @@ def generation_loss(model: model_lib.VQAModel):
     k_read, k_step = jax.random.split(key)
     targets, lengths = batch["answer_tokens"], batch["answer_lengths"]
     memory = model.memory(params, batch["images"], batch["questions"],
-                          batch["question_lengths"], training=True, key=k_read)
+                          batch["question_lengths"], image_slot=batch.get("image_slot"),
+                          training=True, key=k_read)
     start = jnp.full(targets.shape[:1], data_lib.BOS, jnp.int32)
     logits, _ = seq2seq.teacher_forcing(decoder, params, memory, start, targets,
                                         step_kw={"training": True, "key": k_step})
@@ -296,7 +298,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = training.data_mesh(config.num_devices or None)
   training.parallel.check_divisible(config.batch_size, mesh)
   rows = None if model.generates else data_lib.known_rows(corpus.train)
-  batches = data_lib.Batches(corpus.train, config.batch_size, config.seed, rows=rows)
+  by_image = config.batch_by_image and model.kind != "question_only"
+  batches = data_lib.Batches(corpus.train, config.batch_size, config.seed, rows=rows,
+                             by_image=by_image,
+                             image_multiple=mesh.size // jax.process_count())
   process = (jax.process_index(), jax.process_count())
   print(_describe(config, corpus, vocab, num_steps) + f", {mesh.size} device(s)", flush=True)
   answerer = Answerer(config, model, vocab, mesh)
@@ -312,6 +317,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             "answer_tokens" if model.generates else "answer_class")
   if model.generates:
     inputs += ("answer_lengths",)
+  if by_image:
+    inputs += ("image_slot",)
   state = training.fit(
       workdir=workdir, experiment="vqa", state=state,
       train_step=training.make_train_step(loss_fn, optimizer),
