@@ -141,6 +141,21 @@ def test_max_pooled_image_vector():
     _model("image_only", image_pool="sum")
 
 
+@pytest.mark.parametrize("kind", ["image_only", "vis_lstm"])
+def test_max_and_mean_pooled_image_vector(kind):
+  features, questions, lengths = _inputs()
+  _, model, params = _model(kind, image_pool="max_mean")
+  p = params["model"]
+  both = np.concatenate([features.max(1), features.mean(1)], -1)  # [B, 2D]
+  np.testing.assert_allclose(model.image_vector(p, features), both, rtol=1e-6)
+  assert p["image"]["w"].shape[0] == 2 * D
+  if kind == "image_only":
+    a, _ = model.logits(params, features, questions, lengths)
+    i = np.tanh(_dense(p["image"], _norm(both)))
+    np.testing.assert_allclose(a, _dense(p["output"], np.tanh(_dense(p["mlp"], i))),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_vis_lstm_reads_the_image_as_its_first_word():
   _, model, params = _model("vis_lstm")
   features, questions, lengths = _inputs()

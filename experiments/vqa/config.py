@@ -61,8 +61,9 @@ class VQAConfig(RunConfig):
                         "fc7 in the papers; slower to train on scenes: RESULTS.md). "
                         "Precomputed features are used as they are.")
   image_pool: str = field("mean", "With --image_fc=0, how the CNN's regions become the "
-                          "image vector: mean (Show and Tell's) or max (per feature, over "
-                          "the regions).")
+                          "image vector: mean (Show and Tell's), max (per feature, over "
+                          "the regions) or max_mean (both, concatenated: the maximum keeps "
+                          "a small object's colour, the mean its size).")
   embed_size: int = field(64, "Question word embedding size E.")
   hidden_size: int = field(256, "Question LSTM size H.")
   question_layers: int = field(2, "Layers of the question LSTM (Antol et al.'s 2).")

@@ -4,7 +4,9 @@ Every model reads images `[B, H, W, 3]` (the shared Flax CNN, `experiments.visio
 or precomputed features (`[B, R, D]` / `[B, D]`), and questions `[B, T]` with their
 lengths `[B]`. The image vector ā plays VGG's fc7 in the papers: on the CNN's regions
 `a [B, R, D]`, their mean ā = mean_i a_i (default), with `image_pool=max` their
-per-feature maximum ā = max_i a_i, or with `image_fc` > 0 a fully connected ReLU layer
+per-feature maximum ā = max_i a_i, with `image_pool=max_mean` both, ā = [max_i a_i;
+mean_i a_i] `[B, 2D]` (the maximum keeps a small object's colour, the mean how much of the
+image each feature covers: an object's size), or with `image_fc` > 0 a fully connected ReLU layer
 over the whole grid, ā = relu(W_fc vec(a) + b_fc); on precomputed features, the features
 themselves (their mean, or maximum, over R for `[R, D]`). E q is the question
 word embedding, `lstm` the stack of `question_layers` LSTMs.
@@ -62,6 +64,7 @@ from rnn_jax.cells.lstm import group_layer_norm
 from rnn_jax.seq2seq import Decoder
 
 Array = jax.Array
+POOLS = ("mean", "max", "max_mean")  # `image_pool`: how the regions become ā
 
 
 def _dense(key, n_in: int, n_out: int, bias: bool = True):
@@ -112,8 +115,8 @@ class VQAModel:
                                    config.cnn_first_stride)
     self.D = int(config.cnn_features[-1]) if self.use_cnn else feature_size
     self.fc = config.image_fc if self.use_cnn else 0
-    if config.image_pool not in ("mean", "max"):
-      raise ValueError(f"image_pool: mean or max, not {config.image_pool!r}")
+    if config.image_pool not in POOLS:
+      raise ValueError(f"image_pool: one of {', '.join(POOLS)}, not {config.image_pool!r}")
     if self.fc:
       h, w = cnn.grid_shape(self.encoder, config.image_size)
       self.R = h * w
@@ -133,6 +136,8 @@ class VQAModel:
     if self.fc and self.kind not in ("question_only", "san"):
       p["image_fc"] = _dense(next(k), self.R * D, self.fc)
       D = self.fc  # the image vector's width
+    elif c.image_pool == "max_mean" and self.kind != "san":
+      D = 2 * D
     lstm_in = 2 * E if self.generates else E
     if self.kind != "image_only":
       p["lstm"] = self.lstm.init(next(k), lstm_in)
@@ -198,6 +203,8 @@ class VQAModel:
       return jax.nn.relu(_apply(p["image_fc"], regions.reshape(B, -1)))
     if self.config.image_pool == "max":
       return regions.max(axis=1)
+    if self.config.image_pool == "max_mean":
+      return jnp.concatenate([regions.max(axis=1), regions.mean(axis=1)], -1)  # [B, 2D]
     return regions.mean(axis=1)
 
   def _image_word(self, p, regions):

@@ -39,8 +39,9 @@ def check_config(config) -> None:
     raise UserError(f"--cnn_features: expected positive widths, got {config.cnn_features}")
   if not 0.0 <= config.dropout < 1.0:
     raise UserError(f"--dropout: expected a probability in [0, 1), got {config.dropout}")
-  if config.image_pool not in ("mean", "max"):
-    raise UserError(f"--image_pool: expected mean or max, got {config.image_pool!r}")
+  if config.image_pool not in model_lib.POOLS:
+    raise UserError(f"--image_pool: expected one of {', '.join(model_lib.POOLS)}, got "
+                    f"{config.image_pool!r}")
   if config.decay not in ("constant", "cosine"):
     raise UserError(f"--decay: expected constant or cosine, got {config.decay!r}")
   if config.optimizer not in training.optim.OPTIMIZERS:
