@@ -43,7 +43,8 @@ def test_the_cpu_run_beats_the_answer_prior(tmp_path):
                      test_images=300, cnn_features=["16", "32", "64"], embed_size=32,
                      hidden_size=64, common_size=128, mlp_size=128, batch_size=64,
                      train_steps=500, warmup_steps=20, eval_every=500,
-                     checkpoint_every=500, log_every=100, dropout=0.0, progress=False)
+                     checkpoint_every=500, log_every=100, dropout=0.0, progress=False,
+                     batch_by_image=True)
   results = _train(config, tmp_path)
   assert results["test/accuracy"] > results["prior/accuracy"] + 0.15, results
   assert results["test/accuracy_exist"] > results["prior/accuracy_exist"] + 0.15, results
