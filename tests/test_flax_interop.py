@@ -99,13 +99,19 @@ def _flax_step(cell, variables, carry, x):
   return cell.apply(variables, carry, x)
 
 
-@pytest.mark.parametrize("name", CELLS)
-def test_one_step_matches_flax(name):
+def _step_case(name):
+  """One step of Flax cell `name` from a random carry, and its conversion: `(cell, carry,
+  x, (ref_carry, ref_y), rnn_jax cell, params)`."""
   cell, variables = _cell(name)
   carry, x = _random_carry(cell), jax.random.normal(jax.random.key(4), (B, D))
-  ref_carry, ref_y = _flax_step(cell, variables, carry, x)
-  rj_cell = flax_interop.cell_from_flax(cell)
-  params = flax_interop.params_from_flax(cell, variables)
+  ref = _flax_step(cell, variables, carry, x)
+  return (cell, carry, x, ref, flax_interop.cell_from_flax(cell),
+          flax_interop.params_from_flax(cell, variables))
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_one_step_matches_flax(name):
+  cell, carry, x, (ref_carry, ref_y), rj_cell, params = _step_case(name)
   new_carry, y = rj_cell.step(params, flax_interop.carry_from_flax(cell, carry), x)
   _close(y, ref_y)
   _close(flax_interop.carry_to_flax(cell, new_carry), ref_carry)
@@ -176,11 +182,7 @@ def test_missing_biases_go_to_flax_as_zeros():
 @pytest.mark.parametrize("name", ["linen_optimized_lstm", "nnx_gru"])
 def test_a_swapped_gate_is_caught(name):
   """The checks above are sensitive: swap two gates' blocks and the outputs differ."""
-  cell, variables = _cell(name)
-  carry, x = _random_carry(cell), jax.random.normal(jax.random.key(4), (B, D))
-  _, ref_y = _flax_step(cell, variables, carry, x)
-  rj_cell = flax_interop.cell_from_flax(cell)
-  params = flax_interop.params_from_flax(cell, variables)
+  cell, carry, x, (_, ref_y), rj_cell, params = _step_case(name)
   for key in ("w_ih", "w_hh", "b"):
     blocks = jnp.split(params[key], 4 if "lstm" in name else 3, axis=-1)
     blocks[0], blocks[1] = blocks[1], blocks[0]
