@@ -7,7 +7,8 @@
 
 Each stage is a 3x3 convolution and a ReLU, then 2x2 max pooling after every stage
 but the last; the first convolution strides by `first_stride` (a cheap stem for CPU
-runs). A 64x64 image through the default three stages with `first_stride=2` gives
+runs), and the last may be dilated (`last_dilation`: a 3x3 kernel over every other cell,
+which widens the last stage's receptive field at no extra cost). A 64x64 image through the default three stages with `first_stride=2` gives
 (64 / 2 / 2 / 2 =) an 8x8 grid of 128-wide annotation vectors: the
 regions Show, Attend and Tell attends over and whose mean Show and Tell embeds.
 
@@ -30,6 +31,7 @@ class ConvEncoder(nn.Module):
   """`[B, H, W, 3]` images (uint8 or floats in [0, 255]) -> `[B, h, w, features[-1]]`."""
   features: Sequence[int] = (32, 64, 128)
   first_stride: int = 2
+  last_dilation: int = 1
 
   @nn.compact
   def __call__(self, images):
@@ -38,8 +40,9 @@ class ConvEncoder(nn.Module):
     x = images.astype(jnp.float32) / 127.5 - 1.0  # [B, H, W, 3] in [-1, 1]
     for i, width in enumerate(self.features):
       stride = self.first_stride if i == 0 else 1
+      dilation = self.last_dilation if i == len(self.features) - 1 else 1
       x = nn.relu(nn.Conv(width, (3, 3), strides=(stride, stride), padding="SAME",
-                          name=f"conv{i}")(x))
+                          kernel_dilation=(dilation, dilation), name=f"conv{i}")(x))
       if i < len(self.features) - 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))  # [B, h / 2, w / 2, width]
     return x  # [B, h, w, D]

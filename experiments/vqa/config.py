@@ -55,6 +55,9 @@ class VQAConfig(RunConfig):
   cnn_features: list = field(["32", "64", "128"], "Widths of the CNN's stages; the last is "
                              "the region width D.")
   cnn_first_stride: int = field(2, "Stride of the CNN's first convolution.")
+  cnn_last_dilation: int = field(1, "Dilation of the CNN's last convolution (2: its 3x3 "
+                                 "kernel spans 5x5 cells, a wider receptive field for the "
+                                 "same multiply-adds).")
   freeze_encoder: bool = field(False, "Do not train the CNN.")
   image_fc: int = field(0, "0: the image vector is the mean of the CNN's regions; N > 0: "
                         "a fully connected ReLU layer of width N over the whole grid (VGG's "

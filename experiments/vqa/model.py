@@ -112,7 +112,7 @@ class VQAModel:
     self.Vq, self.K, self.Va = question_vocab, num_answers, answer_vocab
     self.use_cnn = feature_size is None
     self.encoder = cnn.ConvEncoder(tuple(int(f) for f in config.cnn_features),
-                                   config.cnn_first_stride)
+                                   config.cnn_first_stride, config.cnn_last_dilation)
     self.D = int(config.cnn_features[-1]) if self.use_cnn else feature_size
     self.fc = config.image_fc if self.use_cnn else 0
     if config.image_pool not in POOLS:
