@@ -35,11 +35,18 @@ class Layer(NamedTuple):
     apply: `apply(params, xs, *, seq_lengths=None, initial_carry=None,
       timestamps=None, training=False, key=None) -> (ys, final_carry)`.
     output_size: `output_size(input_size) -> width of ys`.
+    cells: the cells it runs, for code that schedules layers itself
+      (`rnn_jax.pipeline`): `(cell,)` for `rnn`, `(forward, backward)` for
+      `bidirectional`, `()` for a stack or a layer of your own.
+    direction: "forward" or "reverse" (`rnn`), "bidirectional:concat" or
+      "bidirectional:sum", or "" (unknown to schedulers).
   """
   name: str
   init: Callable[[Array, int], Any]
   apply: Callable[..., tuple[Array, Any]]
   output_size: Callable[[int], int]
+  cells: tuple = ()
+  direction: str = ""
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1,
@@ -60,7 +67,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1,
                    training=training, key=key, unroll=unroll, remat=remat)
 
   return Layer(name=f"rnn({cell.name}{', reverse' if reverse else ''})",
-               init=cell.init, apply=apply, output_size=lambda _: cell.hidden_size)
+               init=cell.init, apply=apply, output_size=lambda _: cell.hidden_size,
+               cells=(cell,), direction="reverse" if reverse else "forward")
 
 
 _MERGES = ("concat", "sum")
@@ -118,7 +126,8 @@ def bidirectional(cell: Cell, backward_cell: Cell | None = None, *,
     return cell.hidden_size
 
   return Layer(name=f"bidirectional({cell.name}, {merge})", init=init, apply=apply,
-               output_size=output_size)
+               output_size=output_size, cells=(cell, backward_cell),
+               direction=f"bidirectional:{merge}")
 
 
 def _mask_padding(ys: Array, seq_lengths: Array | None) -> Array:
