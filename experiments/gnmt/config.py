@@ -37,6 +37,11 @@ class GNMTConfig(Seq2SeqTrainingConfig):
   num_layers: int = field(8, "Layers of the encoder and of the decoder.")
   residual_from: int = field(2, "First layer (0-based) with a residual connection; -1: none.")
   bidirectional_bottom: bool = field(True, "Bi-directional bottom encoder layer.")
+  pipeline_devices: int = field(1, "Spread the encoder's and the decoder's layers over this "
+                                "many devices, run as a wavefront over time (Wu et al.'s "
+                                "model parallelism, rnn_jax.pipeline); the devices split "
+                                "into groups of this many, and the groups split the batch.",
+                                may_change=True)
   reverse_source: bool = field(False, "Reverse the source (Sutskever et al. 2014).")
   attention: str = field("normed_bahdanau", "bahdanau, normed_bahdanau, luong_dot or luong_general.")
   attention_architecture: str = field("gnmt", "gnmt: upper decoder layers read the context of "

@@ -23,6 +23,19 @@ the bottom layer and the attention (they feed each other), then every upper
 layer as one `rnn_jax.unroll` over the whole target, which lets the fused
 kernels run. `decode_step` runs the same network one step at a time for
 greedy, sampling and beam search; a test holds the two to the same logits.
+
+Model parallelism (`--pipeline_devices=N`, Wu et al. 2016, Section 3): the encoder
+becomes `rnn_jax.pipeline.stack` over the N devices of the mesh's "layers" axis (the
+bottom's two directions on devices 0 and 1 at once, then layers 1-7 as a wavefront).
+In the decoder, the bottom layer and the attention feed each other step by step (input
+feeding), so they run first, on every device of a group, for the whole target; the
+contexts a_t are then known for every t, and the upper layers run as a wavefront
+(`rnn_jax.pipeline.wavefront`) with the context that each reads (a_{t-1} for "gnmt",
+a_t for "gnmt_v2") as a side input to every layer, the way tensorflow/nmt's GNMT cell
+hands the bottom layer's attention to each layer above it. Device 0 holds the bottom
+layer and the attention; layers 1..L-1 are spread as `pipeline.placement(L, N)` with
+device 0's share less the bottom. Same params and, to float rounding, the same loss
+and gradients as on one device (tests/test_pipeline.py).
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import cells, layers, regularizers
+from rnn_jax import cells, layers, pipeline, regularizers
 from rnn_jax.seq2seq import Decoder
 from rnn_jax.seq2seq import attention as attention_lib
 from rnn_jax.unroll import unroll
@@ -62,7 +75,9 @@ def reverse_valid(ids: Array, lengths: Array) -> Array:
 class GNMT:
   """Pure functions of a GNMT model built from a config (see `config.GNMTConfig`)."""
 
-  def __init__(self, config, vocab_size: int):
+  def __init__(self, config, vocab_size: int, mesh=None):
+    """`mesh`: with `--pipeline_devices` > 1, the ("data", "layers") mesh the layers are
+    spread over; default `rnn_jax.training.parallel.data_layers_mesh` of the config."""
     if config.attention_architecture not in ARCHITECTURES:
       raise ValueError(f"attention_architecture: expected one of {ARCHITECTURES}, got "
                        f"{config.attention_architecture!r}")
@@ -86,8 +101,20 @@ class GNMT:
     enc_residual = residual_from
     if config.bidirectional_bottom and enc_residual is not None and enc_residual < 2:
       enc_residual = 2 if config.num_layers > 2 else None  # 2H -> H cannot be residual
-    self.encoder = layers.stack(enc_layers, residual_from=enc_residual,
-                                dropout_rate=config.dropout)
+    self.mesh = None
+    if config.pipeline_devices > 1:
+      from rnn_jax.training import parallel  # noqa: PLC0415
+      if config.pipeline_devices > config.num_layers:
+        raise ValueError(f"pipeline_devices: {config.pipeline_devices} devices cannot each "
+                         f"hold one of {config.num_layers} layers")
+      self.mesh = mesh if mesh is not None else parallel.data_layers_mesh(
+          config.num_devices or None, config.pipeline_devices)
+      self.encoder = pipeline.stack(enc_layers, mesh=self.mesh, axis=parallel.LAYERS_AXIS,
+                                    data_axis=parallel.DATA_AXIS, residual_from=enc_residual,
+                                    dropout_rate=config.dropout)
+    else:
+      self.encoder = layers.stack(enc_layers, residual_from=enc_residual,
+                                  dropout_rate=config.dropout)
     self.memory_size = self.encoder.output_size(H)
 
   # -- parameters ---------------------------------------------------------------------
@@ -173,13 +200,35 @@ class GNMT:
       upper_context = jnp.concatenate([context0[:, None], contexts[:, :-1]], 1)
     else:
       upper_context = contexts
-    for l in range(1, c.num_layers):
-      layer_in = jnp.concatenate([drop(keys[l], h), upper_context], -1)  # [B, U, H + M]
-      y, _ = unroll(self.cell, params["decoder"][f"layer_{l}"], layer_in,
-                    initial_carry=initial.carries[l])
-      h = y + h if self._residual(l) else y
+    if self.mesh is not None:
+      h = self._upper_layers_pipelined(params, h, upper_context, initial, keys, training)
+    else:
+      for l in range(1, c.num_layers):
+        layer_in = jnp.concatenate([drop(keys[l], h), upper_context], -1)  # [B, U, H + M]
+        y, _ = unroll(self.cell, params["decoder"][f"layer_{l}"], layer_in,
+                      initial_carry=initial.carries[l])
+        h = y + h if self._residual(l) else y
     logits = drop(keys[-1], h) @ params["w_out"] + params["b_out"]  # [B, U, V]
     return logits, weights
+
+  def _upper_layers_pipelined(self, params, h, upper_context, initial, keys, training):
+    """Decoder layers 1..L-1 as a wavefront over the mesh's "layers" axis (the loop of
+    `decode_train`, with the same dropout masks): `h [B, U, H]` from the bottom layer,
+    `upper_context [B, U, M]` the side input of every layer."""
+    from rnn_jax.training import parallel  # noqa: PLC0415
+    c, upper = self.config, range(1, self.config.num_layers)
+    sizes = list(pipeline.placement(c.num_layers, self.mesh.shape[parallel.LAYERS_AXIS]))
+    sizes[0] -= 1  # device 0 holds the bottom layer and the attention
+    dropping = training and c.dropout > 0
+    keeps = [pipeline.keep_mask(keys[l], h.shape, c.dropout) if dropping else None
+             for l in upper]
+    h, _ = pipeline.wavefront(
+        [self.cell] * len(upper), [params["decoder"][f"layer_{l}"] for l in upper], h,
+        mesh=self.mesh, axis=parallel.LAYERS_AXIS, data_axis=parallel.DATA_AXIS,
+        sizes=sizes, side=upper_context, keep_masks=keeps, dropout_rate=c.dropout,
+        residual=[self._residual(l) for l in upper],
+        initial_carries=[initial.carries[l] for l in upper])
+    return h
 
   def token_attention(self, step_weights: Array) -> Array:
     """The attention that fed each output token, from the one computed at each step.

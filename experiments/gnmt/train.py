@@ -222,7 +222,8 @@ class Translator:
 
   def __init__(self, config, model, tokenizer: data_lib.Tokenizer, mesh=None):
     self.config, self.model, self.tokenizer = config, model, tokenizer
-    self.mesh = mesh if mesh is not None else training.data_mesh(config.num_devices or None)
+    self.mesh = mesh if mesh is not None else (model.mesh if model.mesh is not None
+                                               else make_mesh(config))
     kwargs = dict(max_len=config.max_target_len, bos=data_lib.start_token(config),
                   eos=data_lib.EOS)
     if config.temperature > 0:
@@ -237,8 +238,8 @@ class Translator:
 
   @property
   def batch_size(self) -> int:
-    """`--eval_batch_size` rounded up to a multiple of the mesh's devices."""
-    d = self.mesh.size
+    """`--eval_batch_size` rounded up to a multiple of the devices that split a batch."""
+    d = training.parallel.data_size(self.mesh)
     return -(-self.config.eval_batch_size // d) * d
 
   def __call__(self, params, sources: list[str], target_lang: str, key=None) -> Translations:
@@ -335,10 +336,22 @@ def _summaries(metrics: dict, supervised, zero_shot) -> dict:
   return out
 
 
+def make_mesh(config):
+  """The devices: a "data" axis (data parallelism), and with `--pipeline_devices` > 1 a
+  "layers" axis of that size (the model's layers spread over it)."""
+  if config.pipeline_devices > 1:
+    try:
+      return training.parallel.data_layers_mesh(config.num_devices or None,
+                                                config.pipeline_devices)
+    except ValueError as e:
+      raise UserError(f"--pipeline_devices: {e} (--host_devices makes CPU devices)") from None
+  return training.data_mesh(config.num_devices or None)
+
+
 def build(config, workdir: str, corpus=None):
   """Tokenizer, model and a fresh train state (the structure checkpoints restore into)."""
   tokenizer = data_lib.tokenizer_for(workdir, corpus, config)
-  model = model_lib.GNMT(config, tokenizer.vocab_size)
+  model = model_lib.GNMT(config, tokenizer.vocab_size, mesh=make_mesh(config))
   num_steps = config.max_steps if config.max_steps > 0 else config.train_steps
   optimizer = make_optimizer(config, num_steps)
   key = jax.random.key(config.seed)
@@ -357,18 +370,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tokenizer, model, optimizer, state, num_steps, key = build(config, workdir, corpus)
   examples, truncated = data_lib.encode_pairs(tokenizer, corpus.splits["train"], config,
                                               progress=config.progress)
-  mesh = training.data_mesh(config.num_devices or None)
+  mesh = model.mesh if model.mesh is not None else make_mesh(config)
   if not config.batch_tokens:
     training.parallel.check_divisible(config.batch_size, mesh)
   process = (jax.process_index(), jax.process_count())
   batches = data_lib.Batches(examples, config.batch_size, config.seed, config,
                              balance=config.balance_directions,
-                             batch_tokens=config.batch_tokens, multiple=mesh.size)
+                             batch_tokens=config.batch_tokens,
+                             multiple=training.parallel.data_size(mesh))
   supervised = list(config.train_directions)
   zero_shot = list(config.zero_shot_directions)
   print(f"GNMT on {config.corpus}: {len(examples.source)} training pairs over "
         f"{len(supervised)} directions ({truncated} truncated), vocabulary "
-        f"{tokenizer.vocab_size}, {num_steps} steps, {mesh.size} device(s)", flush=True)
+        f"{tokenizer.vocab_size}, {num_steps} steps, {mesh.size} device(s)"
+        + (f" (layers over {config.pipeline_devices})" if config.pipeline_devices > 1 else ""),
+        flush=True)
 
   identifier = langid.LanguageIdentifier.fit(langid.training_lines(corpus.splits["train"]))
   translator = Translator(config, model, tokenizer, mesh)

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+LAYERS_AXIS = "layers"  # model parallelism over a stack's layers (rnn_jax.pipeline)
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -55,6 +56,26 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def data_layers_mesh(num_devices: int | None = None, layers: int = 1) -> Mesh:
+  """A 2-D mesh ("data", "layers") over the first `num_devices` devices (default all):
+  each group of `layers` consecutive devices holds one copy of a pipelined model
+  (`rnn_jax.pipeline`), and the copies split the batch."""
+  devices = jax.devices()
+  if num_devices is not None:
+    if not 1 <= num_devices <= len(devices):
+      raise ValueError(f"num_devices: expected 1..{len(devices)}, got {num_devices}")
+    devices = devices[:num_devices]
+  if layers < 1 or len(devices) % layers:
+    raise ValueError(f"layers: {layers} devices per model copy do not divide the "
+                     f"{len(devices)} devices")
+  return Mesh(np.asarray(devices).reshape(-1, layers), (DATA_AXIS, LAYERS_AXIS))
+
+
+def data_size(mesh: Mesh) -> int:
+  """How many ways the batch splits: the size of the mesh's "data" axis."""
+  return dict(mesh.shape).get(DATA_AXIS, 1)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -64,9 +85,9 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_divisible(batch_size: int, mesh: Mesh) -> None:
-  if batch_size % mesh.size:
-    raise ValueError(f"batch_size: {batch_size} does not split evenly over {mesh.size} "
-                     "devices; choose a multiple")
+  if batch_size % data_size(mesh):
+    raise ValueError(f"batch_size: {batch_size} does not split evenly over "
+                     f"{data_size(mesh)} devices; choose a multiple")
 
 
 def place_batch(local_batch, mesh: Mesh):
