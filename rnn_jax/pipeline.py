@@ -49,11 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
-from rnn_jax import regularizers
 from rnn_jax.cells.base import Cell
 from rnn_jax.layers import Layer
-from rnn_jax.unroll import check_seq_lengths, unroll
-from rnn_jax.varying import varying_like
+from rnn_jax.unroll import _where_valid, check_seq_lengths, unroll
+from rnn_jax.varying import varying_axes, varying_over
 
 Array = jax.Array
 
@@ -64,24 +63,6 @@ def placement(num_layers: int, num_devices: int) -> tuple[int, ...]:
     raise ValueError(f"num_devices: expected >= 1, got {num_devices}")
   base, extra = divmod(num_layers, num_devices)
   return tuple(base + (p >= num_devices - extra) for p in range(num_devices))
-
-
-def _pvary(tree, axes: tuple[str, ...]):
-  """`tree` cast to vary over `axes` (inside `shard_map`; no data moves)."""
-  if not hasattr(jax.lax, "pcast"):
-    return tree
-
-  def cast(a):
-    from rnn_jax.varying import varying_axes
-    missing = tuple(a_ for a_ in axes if a_ not in varying_axes(a))
-    return jax.lax.pcast(a, missing, to="varying") if missing else a
-
-  return jax.tree_util.tree_map(cast, tree)
-
-
-def _where_valid(valid: Array, new, old):
-  return jax.tree_util.tree_map(
-      lambda n, o: jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o), new, old)
 
 
 def _from_owner(tree, is_owner: Array, axis: str):
@@ -102,8 +83,8 @@ def _local_wavefront(cells: Sequence[Cell], params: Sequence[Any], xs: Array, ca
   # (the transpose of this cast) happen out here, not inside the `switch` below, where a
   # collective would wait for devices that run another branch.
   # The same for every input with a gradient that the branches read.
-  vary = tuple(sorted(_axes_of(xs) | {axis}))
-  params, xs, side, timestamps = _pvary((tuple(params), xs, side, timestamps), vary)
+  vary = tuple(sorted(varying_axes(xs) | {axis}))
+  params, xs, side, timestamps = varying_over((tuple(params), xs, side, timestamps), vary)
   num_devices = len(sizes)
   starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
   stage_of = np.cumsum([n > 0 for n in sizes]) - 1  # stage index of each non-empty device
@@ -164,8 +145,8 @@ def _local_wavefront(cells: Sequence[Cell], params: Sequence[Any], xs: Array, ca
       msg = jax.lax.ppermute(out, axis, forward_perm)
     return (msg, carries), out
 
-  msg0 = _pvary(jnp.zeros((B, H), xs.dtype), vary)
-  carries = _pvary(tuple(carries), vary)
+  msg0 = varying_over(jnp.zeros((B, H), xs.dtype), vary)
+  carries = varying_over(tuple(carries), vary)
   (_, carries), outs = jax.lax.scan(body, (msg0, carries), jnp.arange(T + num_stages - 1))
   ys = outs[num_stages - 1:]  # [T, B, H]: the last stage's steps, in processing order
   if reverse:
@@ -173,11 +154,6 @@ def _local_wavefront(cells: Sequence[Cell], params: Sequence[Any], xs: Array, ca
   ys = _from_owner(jnp.swapaxes(ys, 0, 1), d == last_device, axis)  # [B, T, H]
   finals = tuple(_from_owner(c, d == owner[l], axis) for l, c in enumerate(carries))
   return ys, finals
-
-
-def _axes_of(a) -> frozenset:
-  from rnn_jax.varying import varying_axes
-  return varying_axes(a)
 
 
 def _check_mesh(mesh: Mesh, axis: str, data_axis: str | None) -> None:
@@ -269,6 +245,10 @@ def wavefront(cells: Sequence[Cell], params: Sequence[Any], xs: Array, *, mesh: 
   if len(sizes) != num_devices or sum(sizes) != L or min(sizes) < 0:
     raise ValueError(f"sizes: expected {num_devices} counts (one per device of {axis!r}) "
                      f"that sum to the {L} layers, got {sizes}")
+  first_busy = next(p for p, n in enumerate(sizes) if n > 0) if L else 0
+  if any(n == 0 for n in sizes[first_busy:]):
+    raise ValueError(f"sizes: a device without layers can only come before the first "
+                     f"one with layers (outputs pass from device p to p + 1), got {sizes}")
   widths = {c.hidden_size for c in cells}
   if len(widths) != 1:
     raise ValueError(f"cells: the wavefront passes one width between devices; the layers' "
@@ -387,14 +367,14 @@ def stack(layers: Sequence[Layer], *, mesh: Mesh, axis: str = "layers",
 
     def local(params, xs, carries, lengths, timestamps, keeps, layer_keys):
       d = jax.lax.axis_index(axis)
-      vary = tuple(sorted(_axes_of(xs) | {axis}))
+      vary = tuple(sorted(varying_axes(xs) | {axis}))
       # The bottom's params and input vary over the axes, so that the sums of gradients
       # over devices happen out here, not inside the `switch` (see _local_wavefront).
       # (A collective inside a branch either waits forever for the devices that run
       # another branch or, worse, pairs up with another branch's collective.)
       bottom_params, bottom_xs, bottom_carry, bottom_times = (
           (params.get("layer_0"), xs, carries[0], timestamps) if num_devices == 1 else
-          _pvary((params.get("layer_0"), xs, carries[0], timestamps), vary))
+          varying_over((params.get("layer_0"), xs, carries[0], timestamps), vary))
       x = xs
       bottom_final = None
       if bidirectional:
@@ -411,9 +391,9 @@ def stack(layers: Sequence[Layer], *, mesh: Mesh, axis: str = "layers",
           (ys_fw, fin_fw), (ys_bw, fin_bw) = run_fw(), run_bw()
         else:  # forward on device 0, backward on device 1, at the same time
           shapes = jax.eval_shape(lambda: (run_fw(), run_bw()))
-          zeros = lambda tree: _pvary(jax.tree_util.tree_map(
+          zeros = lambda tree: varying_over(jax.tree_util.tree_map(
               lambda s: jnp.zeros(s.shape, s.dtype), tree), vary)
-          both = lambda fw, bw: _pvary((fw, bw), vary)
+          both = lambda fw, bw: varying_over((fw, bw), vary)
           branches = [lambda: both(run_fw(), zeros(shapes[1])),
                       lambda: both(zeros(shapes[0]), run_bw()),
                       lambda: both(zeros(shapes[0]), zeros(shapes[1]))]

@@ -28,10 +28,9 @@ def varying_axes(a) -> frozenset:
   return frozenset(axes or ())
 
 
-def varying_like(tree, like: Array):
-  """`tree` cast to vary over the mesh axes `like` varies over (`jax.lax.pcast`, no data
-  moves): the initial carry of a scan over the batch-split `like`."""
-  axes = varying_axes(like)
+def varying_over(tree, axes):
+  """`tree` cast to vary over the mesh `axes` too (`jax.lax.pcast`, no data moves)."""
+  axes = frozenset(axes)
   if not axes or not hasattr(jax.lax, "pcast"):
     return tree
 
@@ -40,6 +39,12 @@ def varying_like(tree, like: Array):
     return jax.lax.pcast(a, missing, to="varying") if missing else a
 
   return jax.tree_util.tree_map(cast, tree)
+
+
+def varying_like(tree, like: Array):
+  """`tree` cast to vary over the mesh axes `like` varies over: the initial carry of a
+  scan over the batch-split `like`."""
+  return varying_over(tree, varying_axes(like))
 
 
 def cotangent_like(g: Array, primal) -> Array:

@@ -100,6 +100,10 @@ def test_rejects_what_it_cannot_pipeline():
   with pytest.raises(ValueError, match="sizes"):
     pipeline.wavefront([lstm, lstm], [None, None], jnp.zeros((2, 3, 4)), mesh=mesh,
                        sizes=(1,))
+  three = jax.sharding.AbstractMesh((3,), ("layers",))  # the check needs no devices
+  with pytest.raises(ValueError, match="only come before"):
+    pipeline.wavefront([lstm, lstm], [None, None], jnp.zeros((2, 3, 4)), mesh=three,
+                       sizes=(1, 0, 1))
 
 
 @pytest.mark.parametrize("case,devices", [("gnmt_model_gnmt_1x2", 2),
