@@ -114,7 +114,6 @@ def main():
   compare("gru_per_sequence_initial", gnmt_like(cells.gru, num_layers=5), mesh2,
           lengths=lengths, per_sequence=True, initial=True)
   compare("uneven_5_layers_on_4", gnmt_like(num_layers=5), mesh4, lengths=lengths)
-  compare("no_dropout", gnmt_like(), mesh4, lengths=lengths, rate=0.0, residual_from=None)
   mesh2d = jax.make_mesh((2, 4), ("data", "layers"), devices=devices[:8])
   compare("data_x_layers", gnmt_like(), mesh2d, data_axis="data", lengths=lengths)
   times = jnp.cumsum(jax.random.uniform(jax.random.key(4), (B, T)) + 0.5, axis=1)
