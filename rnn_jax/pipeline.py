@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
+from rnn_jax import regularizers
 from rnn_jax.cells.base import Cell
 from rnn_jax.layers import Layer
 from rnn_jax.unroll import _where_valid, check_seq_lengths, unroll
@@ -124,7 +125,7 @@ def _local_wavefront(cells: Sequence[Cell], params: Sequence[Any], xs: Array, ca
         inp = x
         if keeps[l] is not None:  # [B, T, D], or [B, 1, D] per sequence
           keep = keeps[l][:, 0] if keeps[l].shape[1] == 1 else at_t(keeps[l])
-          inp = jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+          inp = regularizers.apply_keep(keep, x, rate)
         if side is not None:
           inp = jnp.concatenate([inp, at_t(side)], -1)
         new, y = cells[l].step(params[l], carries[l], inp, **step_kwargs(l, t))
@@ -187,15 +188,10 @@ def _place(tree, mesh: Mesh, data_axis: str | None):
   return jax.tree_util.tree_map(place, tree)
 
 
-def _uses_keys(cells: Sequence[Cell], training: bool) -> bool:
-  return training and any("key" in c.step_kwargs for c in cells)
-
-
-def keep_mask(key: Array, shape: tuple[int, ...], rate: float, per_sequence: bool = False):
-  """The keep mask `regularizers.dropout(key, x, rate)` draws for an `x` of `shape`
-  (`[B, T, D]`; per-sequence: one mask over T), as booleans broadcastable to `shape`."""
-  mask_shape = (shape[0], 1, *shape[2:]) if per_sequence else shape
-  return jax.random.bernoulli(key, 1.0 - rate, mask_shape)
+def _check_keys(cells: Sequence[Cell], training: bool, data_axis: str | None) -> None:
+  if data_axis is not None and training and any("key" in c.step_kwargs for c in cells):
+    raise ValueError("data_axis: cells that draw their own masks from a key draw them "
+                     "per example of the whole batch; split the batch with jit instead")
 
 
 def wavefront(cells: Sequence[Cell], params: Sequence[Any], xs: Array, *, mesh: Mesh,
@@ -225,8 +221,8 @@ def wavefront(cells: Sequence[Cell], params: Sequence[Any], xs: Array, *, mesh: 
     reverse: every layer runs each sequence's valid part backwards.
     initial_carries: one carry per layer, or None (zeros).
     side: `[B, T, M]` appended to every layer's input (after dropout), or None.
-    keep_masks: one boolean mask per layer (broadcastable to `[B, T, D_l]`, D_l the
-      width of x_l) or None for no dropout on that layer's input.
+    keep_masks: one boolean mask per layer (`regularizers.keep_mask` of `[B, T, D_l]`,
+      D_l the width of x_l, `[B, 1, D_l]` per sequence) or None for no dropout there.
     dropout_rate: the rate the masks were drawn with (the kept entries scale by
       1 / (1 - rate)).
     residual: one flag per layer.
@@ -259,9 +255,7 @@ def wavefront(cells: Sequence[Cell], params: Sequence[Any], xs: Array, *, mesh: 
   if seq_lengths is not None:
     check_seq_lengths(seq_lengths, (B, T), "xs")
   _check_batch(B, mesh, data_axis)
-  if data_axis is not None and _uses_keys(cells, training):
-    raise ValueError("data_axis: cells that draw their own masks from a key draw them "
-                     "per example of the whole batch; split the batch with jit instead")
+  _check_keys(cells, training, data_axis)
   keep_masks = (None,) * L if keep_masks is None else tuple(keep_masks)
   residual = (False,) * L if residual is None else tuple(bool(r) for r in residual)
   keys = (None,) * L if keys is None else tuple(keys)
@@ -342,10 +336,7 @@ def stack(layers: Sequence[Layer], *, mesh: Mesh, axis: str = "layers",
     if seq_lengths is not None:
       check_seq_lengths(seq_lengths, (B, T), "xs")
     _check_batch(B, mesh, data_axis)
-    cells_all = [c for layer in layers for c in layer.cells]
-    if data_axis is not None and _uses_keys(cells_all, training):
-      raise ValueError("data_axis: cells that draw their own masks from a key draw them "
-                       "per example of the whole batch; split the batch with jit instead")
+    _check_keys([c for layer in layers for c in layer.cells], training, data_axis)
     # Dropout masks and layer keys, drawn as layers.stack draws them.
     widths = [D]
     for layer in layers[:-1]:
@@ -353,8 +344,9 @@ def stack(layers: Sequence[Layer], *, mesh: Mesh, axis: str = "layers",
     keeps = {}
     if training and dropout_rate > 0:
       for l in range(max(first, 1), L):
-        keeps[l - first] = keep_mask(jax.random.fold_in(key, l), (B, T, widths[l]),
-                                     dropout_rate, dropout_per_sequence)
+        keeps[l - first] = regularizers.keep_mask(
+            jax.random.fold_in(key, l), (B, T, widths[l]), dropout_rate,
+            broadcast_dims=(1,) if dropout_per_sequence else ())
     layer_keys = [None if key is None else jax.random.fold_in(key, L + l) for l in range(L)]
     carries = (tuple(None for _ in range(L)) if initial_carry is None
                else tuple(initial_carry))

@@ -85,8 +85,19 @@ def dropout(key: Array, x: Array, rate: float, *, broadcast_dims: tuple[int, ...
     raise ValueError(f"rate: expected a drop probability in [0, 1), got {rate}")
   if rate == 0.0:
     return x
-  mask_shape = tuple(1 if d in broadcast_dims else n for d, n in enumerate(x.shape))
-  keep = jax.random.bernoulli(key, 1.0 - rate, mask_shape)
+  return apply_keep(keep_mask(key, x.shape, rate, broadcast_dims=broadcast_dims), x, rate)
+
+
+def keep_mask(key: Array, shape: tuple[int, ...], rate: float, *,
+              broadcast_dims: tuple[int, ...] = ()) -> Array:
+  """The booleans `dropout(key, x, rate, broadcast_dims=...)` keeps for an `x` of `shape`
+  (size 1 along `broadcast_dims`): for code that reads a mask a step at a time."""
+  mask_shape = tuple(1 if d in broadcast_dims else n for d, n in enumerate(shape))
+  return jax.random.bernoulli(key, 1.0 - rate, mask_shape)
+
+
+def apply_keep(keep: Array, x: Array, rate: float) -> Array:
+  """`x` where `keep`, scaled by 1 / (1 - rate); zero elsewhere (inverted dropout)."""
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 

@@ -220,7 +220,7 @@ class GNMT:
     sizes = list(pipeline.placement(c.num_layers, self.mesh.shape[parallel.LAYERS_AXIS]))
     sizes[0] -= 1  # device 0 holds the bottom layer and the attention
     dropping = training and c.dropout > 0
-    keeps = [pipeline.keep_mask(keys[l], h.shape, c.dropout) if dropping else None
+    keeps = [regularizers.keep_mask(keys[l], h.shape, c.dropout) if dropping else None
              for l in upper]
     h, _ = pipeline.wavefront(
         [self.cell] * len(upper), [params["decoder"][f"layer_{l}"] for l in upper], h,

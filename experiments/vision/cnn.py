@@ -8,9 +8,10 @@
 Each stage is a 3x3 convolution and a ReLU, then 2x2 max pooling after every stage
 but the last; the first convolution strides by `first_stride` (a cheap stem for CPU
 runs), and the last may be dilated (`last_dilation`: a 3x3 kernel over every other cell,
-which widens the last stage's receptive field at no extra cost). A 64x64 image through the default three stages with `first_stride=2` gives
-(64 / 2 / 2 / 2 =) an 8x8 grid of 128-wide annotation vectors: the
-regions Show, Attend and Tell attends over and whose mean Show and Tell embeds.
+which widens the last stage's receptive field at no extra cost). A 64x64 image through
+the default three stages with `first_stride=2` gives (64 / 2 / 2 / 2 =) an 8x8 grid of
+128-wide annotation vectors: the regions Show, Attend and Tell attends over and whose
+mean Show and Tell embeds.
 
 Pixels are scaled to [-1, 1] inside. The encoder has no batch statistics (no batch norm),
 so training and inference run the same function and params are a plain pytree.

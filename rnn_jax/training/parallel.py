@@ -46,25 +46,26 @@ def use_host_devices(n: int) -> None:
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 
-def data_mesh(num_devices: int | None = None) -> Mesh:
-  """A 1-D mesh named "data" over the first `num_devices` devices (default: all)."""
+def _first_devices(num_devices: int | None) -> list:
+  """The first `num_devices` devices (default: all), checked."""
   devices = jax.devices()
   if num_devices is not None:
     if not 1 <= num_devices <= len(devices):
       raise ValueError(f"num_devices: expected 1..{len(devices)}, got {num_devices}")
     devices = devices[:num_devices]
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  return devices
+
+
+def data_mesh(num_devices: int | None = None) -> Mesh:
+  """A 1-D mesh named "data" over the first `num_devices` devices (default: all)."""
+  return Mesh(np.asarray(_first_devices(num_devices)), (DATA_AXIS,))
 
 
 def data_layers_mesh(num_devices: int | None = None, layers: int = 1) -> Mesh:
   """A 2-D mesh ("data", "layers") over the first `num_devices` devices (default all):
   each group of `layers` consecutive devices holds one copy of a pipelined model
   (`rnn_jax.pipeline`), and the copies split the batch."""
-  devices = jax.devices()
-  if num_devices is not None:
-    if not 1 <= num_devices <= len(devices):
-      raise ValueError(f"num_devices: expected 1..{len(devices)}, got {num_devices}")
-    devices = devices[:num_devices]
+  devices = _first_devices(num_devices)
   if layers < 1 or len(devices) % layers:
     raise ValueError(f"layers: {layers} devices per model copy do not divide the "
                      f"{len(devices)} devices")
