@@ -110,8 +110,8 @@ def main(argv):
     for g, step in steps.items():
       hlo = step.lower(*args, jax.random.key(1)).compile().as_text()
       jax.block_until_ready(step(*args, jax.random.key(1)))
-      settings[name, g] = {"args": args, "step": step, "collectives": collectives(hlo),
-                           "ms": []}
+      settings[name, g] = {"args": args, "step": step, "devices": mesh.size,
+                           "collectives": collectives(hlo), "ms": []}
   for _ in range(_TURNS.value):
     for s in settings.values():
       start = time.perf_counter()
@@ -126,7 +126,7 @@ def main(argv):
   base = statistics.median(next(iter(settings.values()))["ms"])
   for (name, g), s in settings.items():
     ms = statistics.median(s["ms"])
-    rows.append({"layout": name, "guard": g, "ms_per_step": ms, "turns_ms": s["ms"],
+    rows.append({"layout": name, "devices": s["devices"], "guard": g, "ms_per_step": ms, "turns_ms": s["ms"],
                  "speedup": base / ms, **s["collectives"]})
     print(f"{name}{'' if g else ', no guard'}: {ms:7.1f} ms/step, {base / ms:.2f}x the "
           f"first (turns: " + ", ".join(f"{t:.1f}" for t in s["ms"]) + f"); all-gathers "

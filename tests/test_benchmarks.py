@@ -107,9 +107,10 @@ def test_whole_step_benchmarks(tmp_path):
   gnmt = tmp_path / "gnmt.json"
   _run("benchmarks.gnmt_step", "--host_devices=2", "--hidden_size=8", "--num_layers=2",
        "--batch_size=4", "--source_len=5", "--target_len=6", "--vocab_size=30", "--steps=1",
-       "--turns=1", f"--json={gnmt}")
+       "--turns=1", "--layouts=1,data,layers", f"--json={gnmt}")
   rows = json.loads(gnmt.read_text())["rows"]
-  assert [r["devices"] for r in rows] == [1, 2]
+  assert [(r["layout"], r["devices"]) for r in rows] == [
+      ("1 device", 1), ("data 2", 2), ("layers 2", 2)], rows
   # The batch split over two devices: no device gathers the other's rows, the
   # gradients are summed over both.
   assert rows[1]["all-gather"] == 0 and rows[1]["all-reduce"] > 0, rows
