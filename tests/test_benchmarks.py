@@ -160,3 +160,14 @@ def test_activity_evaluate_benchmark_agrees_with_the_official_loops():
   assert summary["videos"] == 4728 and summary["predictions"] == 4 * 4728, summary
   assert summary["subset"]["identical"] and summary["subset"]["videos"] == 20, summary
   assert len(summary["mAP"]) == 10 and 0 <= summary["average_mAP"] <= 1, summary
+
+
+def test_skip_thought_encoding_benchmark(tmp_path):
+  path = tmp_path / "encode.json"
+  _run("benchmarks.skip_thought_encode", "--hidden_size=8", "--embed_size=4",
+       "--vocab_size=50", "--sentences=40", "--batch_sizes=16", "--single=5", "--turns=1",
+       f"--json={path}")
+  rows = json.loads(path.read_text())["rows"]
+  assert [r["setting"] for r in rows] == ["buckets, B=16", "unsorted, B=16", "one at a time"]
+  assert all(r["sentences_per_s"] > 0 for r in rows), rows
+

@@ -61,6 +61,36 @@ def test_fused_equals_scan_and_loop(name, lengths, reverse):
                          grad("fused"), grad("scan"))
 
 
+@pytest.mark.parametrize("remat", [False, True])
+@pytest.mark.parametrize("reset_after", [False, True])
+def test_fused_gru_with_a_bias_per_sequence(reset_after, remat):
+  """b `[B, 3H]` (a conditional GRU's b + c W_c): the fused kernel and the scan path agree
+  on values and gradients, the bias's `[B, 3H]` included, and each row equals a GRU run
+  alone with that row's bias."""
+  cell, params, xs, carry = _setup(cell=cells.gru(H, reset_after=reset_after))
+  params = dict(params, b=jax.random.normal(jax.random.key(7), (B, 3 * H)))
+  lengths = jnp.array([6, 0, 3])
+  kw = dict(seq_lengths=lengths, initial_carry=carry, remat=remat)
+  fused = rnn_jax.unroll(cell, params, xs, implementation="fused", **kw)
+  for i in range(B):
+    alone = rnn_jax.unroll_reference(cell, dict(params, b=params["b"][i]), xs[i:i + 1],
+                                     seq_lengths=lengths[i:i + 1], initial_carry=carry[i:i + 1])
+    np.testing.assert_allclose(fused[0][i], alone[0][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused[1][i], alone[1][0], rtol=1e-5, atol=1e-6)
+
+  def grad(impl):
+    def loss(params, xs, carry):
+      ys, final = rnn_jax.unroll(cell, params, xs, seq_lengths=lengths, initial_carry=carry,
+                                 remat=remat, implementation=impl)
+      return jnp.sum(jnp.sin(ys)) + jnp.sum(final ** 2)
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, xs, carry)
+
+  g_fused, g_scan = grad("fused"), grad("scan")
+  assert g_fused[0]["b"].shape == (B, 3 * H)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                         g_fused, g_scan)
+
+
 @pytest.mark.parametrize("stack_below", [0, 10 ** 9])
 def test_fused_lstm_weight_gradients_stacked_or_not(monkeypatch, stack_below):
   """dW_ih and dW_hh as one GEMM over `[X, H_prev]` (narrow layers) or as two (wide

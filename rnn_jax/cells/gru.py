@@ -41,6 +41,11 @@ def gru(hidden_size: int, *, reset_after: bool = False, use_bias: bool = True,
 
   Params: `w_ih [D, 3H]`, `w_hh [H, 3H]`, `b [3H]`, and `b_hn [H]` when
   `reset_after` (b_hn sits inside r ⊙ (...), so it cannot fold into b).
+  `b` may be replaced by a per-sequence bias `[B, 3H]`: with b + c W_c for a context
+  c `[B, C]` the GRU is conditioned on c at every step (Kiros et al.'s conditional GRU,
+  Cho et al.'s decoder) at the cost of one `[B, C] x [C, 3H]` matmul, instead of
+  concatenating c to every x_t. `unroll`'s scan and fused paths take it;
+  `unroll_reference`, which runs one example at a time, does not.
   The carry is h `[*B, H]`; the output y_t is h_t.
 
   Args:

@@ -13,7 +13,8 @@ supported, gate order `r, z, n`:
   reset_after=True  (cuDNN/PyTorch):  n = tanh(x W_in + b_n + r ⊙ (h W_hn + b_hn))
   reset_after=False (Cho et al.):     n = tanh(x W_in + b_n + (r ⊙ h) W_hn)
 
-and h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}.
+and h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}. The bias b may be `[B, 3H]`, one per sequence (a
+conditional GRU's b + c W_c, `cells.gru`), its gradient then `[B, 3H]` too.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _forward(params, inputs, h0, mask, reverse: bool, reset_after: bool, save: b
   w_hh = params["w_hh"]
   H = h0.shape[-1]
   b = _bias(params, "b", dtype) if hoisted and "b" in params else None
-  b_parts = jnp.split(b, 3) if b is not None else None
+  b_parts = jnp.split(b, 3, axis=-1) if b is not None else None  # [3H] or [B, 3H]
   rounded = jnp.dtype(dtype) != jnp.dtype(h0.dtype)  # outputs rounded below the carry's dtype
 
   def body(h, inp):
@@ -126,8 +127,8 @@ def _grads(params, xs, residuals, mask, d_ys, dh_n, reverse: bool, reset_after: 
     dw_hh = jnp.concatenate([_contract_steps(h_prev, d_zx[..., :2 * H], dtype),
                              _contract_steps(r * h_prev, d_zx[..., 2 * H:], dtype)], -1)
   grads = {"w_ih": _contract_steps(xs, d_zx, dtype), "w_hh": dw_hh}
-  if "b" in params:
-    grads["b"] = d_zx.sum((0, 1))
+  if "b" in params:  # [3H], or [B, 3H] per sequence (cells.gru)
+    grads["b"] = d_zx.sum((0, 1)) if params["b"].ndim == 1 else d_zx.sum(0)
   if "b_hn" in params:  # read only with reset_after
     grads["b_hn"] = d_hn.sum((0, 1)) if reset_after else jnp.zeros_like(d_zx[0, 0, :H])
   d_xs = _contract("tbg,dg->tbd", d_zx, params["w_ih"], dtype).astype(xs.dtype)  # [T, B, D]
