@@ -171,3 +171,15 @@ def test_skip_thought_encoding_benchmark(tmp_path):
   assert [r["setting"] for r in rows] == ["buckets, B=16", "unsorted, B=16", "one at a time"]
   assert all(r["sentences_per_s"] > 0 for r in rows), rows
 
+
+
+def test_skip_thought_step_benchmark(tmp_path):
+  path = tmp_path / "step.json"
+  _run("benchmarks.skip_thought_step", "--embed_size=8", "--hidden_size=16", "--vocab_size=60",
+       "--batch_size=4", "--length=5", "--samples=0,10", "--turns=1", "--min_time=0.01",
+       f"--json={path}")
+  rows = json.loads(path.read_text())["rows"]
+  assert [r["setting"] for r in rows] == [
+      "step, samples=0", "step, samples=10", "decoder, per-sentence bias",
+      "decoder, concatenated h_i"], rows
+  assert all(r["ms"] > 0 for r in rows), rows
