@@ -1,0 +1,268 @@
+"""oneDNN's LSTM primitive on the CPU, called through XLA's typed FFI (`jax.ffi`).
+
+What `jax.experimental.rnn` does with cuDNN on GPUs, done with oneDNN's RNN primitives on the
+CPU: a third implementation of the plain LSTM sequence, beside the scan (`rnn_jax.unroll`,
+`implementation="scan"`) and the fused XLA kernel (`kernels.fused_lstm`). It computes what
+`unroll(cells.lstm(H), params, xs, initial_carry=LSTMState(h0, c0))` does (no peephole, no
+coupled gates, no layer norm), values and gradients:
+
+    z_t = x_t W_ih + h_{t-1} W_hh + b                      # [B, 4H], gates i, f, g, o
+    c_t = σ(z_f) ⊙ c_{t-1} + σ(z_i) ⊙ tanh(z_g)
+    h_t = σ(z_o) ⊙ tanh(c_t),   y_t = h_t
+
+Scope of this first step (issue #21): one layer, one direction (left to right), float32, no
+lengths. `lstm_sequence` is a `jax.custom_vjp`:
+
+  * forward: one FFI call (`rnn_jax_onednn_lstm_fwd`) runs `dnnl::lstm_forward` with
+    `prop_kind::forward_training` and returns `ys`, `h_n`, `c_n` and oneDNN's workspace (opaque
+    bytes: the gates and states of every step; its size comes from the primitive descriptor at
+    trace time, e.g. 122 MiB at B=32, T=100, H=512);
+  * backward: one FFI call (`rnn_jax_onednn_lstm_bwd`) runs `dnnl::lstm_backward` on the saved
+    workspace and returns `dxs, dh0, dc0, dW_ih, dW_hh, db`.
+
+Layouts. The handlers take the arrays exactly as JAX holds them, so the only conversions are
+free reshapes inside the C++ memory descriptors:
+
+  * `xs [B, T, D]`, `ys [B, T, H]`: oneDNN's `ntc` (batch-major; its logical dims stay
+    (t, n, c)), so there is no time-major transpose in XLA;
+  * `w_ih [D, 4H]` = `ldigo` `[1, 1, D, 4, H]` and `w_hh [H, 4H]` = `[1, 1, H, 4, H]`: oneDNN's
+    LSTM gate order is i, f, c̃ (our g), o, the same as `cells.lstm`'s, so no gate permutation;
+    the backward primitive asks for its weights in its own layout (`any`, oneDNN transposes
+    them), reordered in C++ per call;
+  * `b [4H]` = `ldgo` `[1, 1, 4, H]` (oneDNN has one bias per gate, as `cells.lstm`; PyTorch's
+    two biases sum into it); without `b` (`use_bias=False`) zeros are passed;
+  * `h0, c0, h_n, c_n [B, H]` = `ldnc` `[1, 1, B, H]`.
+
+Lengths (not handled yet). oneDNN has no per-example lengths, and a padded step is not a no-op
+for an LSTM (a zero input still moves h and c), so `unroll`'s rule (the carry stops at `len_b`,
+outputs past it are zero) needs the calls split at the lengths. Ways to measure against each
+other: (a) masking: cut [0, T) at the distinct lengths and run each span on the whole batch as
+one call, its initial carry the previous span's, with `jnp.where` keeping the carry of rows
+already finished and zeroing their outputs (every row runs all T steps; the carry is exact; one
+call per distinct length); masking the outputs of ONE full call is not enough, since `c_t` at
+`t = len_b - 1` is not an output (only `h_t` is, in `ys`; the workspace that holds the c's is
+opaque); (b) per-length groups: sort by length and run only the rows still active in each span,
+a sub-batch per call (no wasted steps, smaller GEMMs; oneDNN's `rnn_training_f32` example does
+this for two lengths). Both are differentiable through the same custom_vjp per call. `reverse`
+with lengths: in (b) each group's valid span is contiguous, so oneDNN's right-to-left direction
+runs it; (a) needs each row's valid part reversed first (a gather).
+
+How it is built, and why. `pip install -e '.[test]'` must never fail because of this
+extension, so nothing is compiled at install time: the optional extra `onednn` installs oneDNN
+from PyPI (headers and `libdnnl.so`), and the first call of `available()` or `lstm_sequence`
+compiles `lstm.cc` with one `g++` call (about 4 s here, on a loaded machine) into a cache
+directory keyed by a hash of the source, jaxlib's version, the oneDNN found and the compiler
+(`build.py`), loads it with ctypes, and registers its two handlers with
+`jax.ffi.register_ffi_target` (a plain shared library exporting `XLA_FFI_DEFINE_HANDLER_SYMBOL`s
+needs no nanobind module; the handlers reach JAX as `jax.ffi.pycapsule`s). Later processes load
+the cached library. A build step in the package's own build (scikit-build-core) would tie every
+install to a compiler and to oneDNN's headers, and a failure there fails the install; a lazy
+build fails softly: `available()` returns `(False, reason)` and the import never raises.
+
+The oneDNN wheels: `onednn-cpu-gomp` + `onednn-devel-cpu-gomp` (oneDNN 3.2, native CPU runtime,
+GNU OpenMP threads, no other dependency) is what the extra installs. The newer `onednn` +
+`onednn-devel` (2026.x, oneDNN 3.13) are SYCL builds: their CPU engine is a SYCL CPU device,
+reached through Unified Runtime's OpenCL adapter, which their dependency wheels
+(`intel-sycl-rt`, `intel-cmplr-lib-ur`, `intel-opencl-rt`) do not ship, so creating the CPU
+engine fails (its verbose log: "SYCL cpu devices queried but not found"); and they pull in
+eleven packages of SYCL, OpenCL and compiler runtimes (libsycl-jit.so alone is 239 MB).
+`build.find_onednn` still finds them (after the `-cpu-*` wheels) and `available()` then
+reports oneDNN's error.
+
+Threads: oneDNN runs on its own threads (GNU OpenMP in the `-cpu-gomp` wheel: set
+`OMP_NUM_THREADS`), not on XLA's intra-op pool, and an RNN step is several parallel regions,
+each ending in a barrier. On a machine shared with other processes a barrier waits for a
+descheduled thread: here (2 cores, load about 5), with 2 threads a forward+backward at B=32,
+T=100, H=512 took 4 to 7 s instead of 0.37 s with one thread, with or without PyTorch in the
+process (PyTorch's LSTM, also OpenMP, 3.5 to 3.8 s instead of 0.32 s). oneDNN's threadpool
+runtime on XLA's pool (as XLA's own oneDNN calls do) would avoid that, but no PyPI wheel ships
+that build.
+
+Transformations: `jit` and `grad` (the custom_vjp); `vmap` runs the FFI calls one batch element
+at a time (`vmap_method="sequential"`, correct but not fast). The handlers are registered for
+the CPU platform only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.cells.lstm import LSTMState
+from rnn_jax.kernels.onednn import build
+
+Array = jax.Array
+
+FORWARD_TARGET = "rnn_jax_onednn_lstm_fwd"
+BACKWARD_TARGET = "rnn_jax_onednn_lstm_bwd"
+
+# (library, description) once loaded, (None, reason) once it failed; None before the first try.
+_loaded: tuple[ctypes.CDLL | None, str] | None = None
+# Targets are registered once per process (XLA keeps its registry for the process's life).
+_registered = False
+
+
+def _register(library: ctypes.CDLL) -> None:
+  global _registered
+  if _registered:
+    return
+  jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(library.RnnJaxOnednnLstmForward),
+                              platform="cpu")
+  jax.ffi.register_ffi_target(BACKWARD_TARGET,
+                              jax.ffi.pycapsule(library.RnnJaxOnednnLstmBackward), platform="cpu")
+  _registered = True
+
+
+def _configure(library: ctypes.CDLL) -> None:
+  library.RnnJaxOnednnLstmWorkspaceBytes.restype = ctypes.c_int64
+  library.RnnJaxOnednnLstmWorkspaceBytes.argtypes = [ctypes.c_int64] * 4 + [
+      ctypes.c_char_p, ctypes.c_int64]
+  library.RnnJaxOnednnVersion.restype = ctypes.c_int64
+  library.RnnJaxOnednnVersion.argtypes = []
+
+
+def _workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int) -> int:
+  """The bytes of workspace oneDNN's forward_training writes; raises with oneDNN's message."""
+  error = ctypes.create_string_buffer(1024)
+  size = library.RnnJaxOnednnLstmWorkspaceBytes(T, B, D, H, error, len(error))
+  if size < 0:
+    raise RuntimeError(f"oneDNN LSTM (T={T}, B={B}, D={D}, H={H}): "
+                       f"{error.value.decode(errors='replace')}")
+  return size
+
+
+def _load() -> tuple[ctypes.CDLL | None, str]:
+  global _loaded
+  if _loaded is None:
+    try:
+      library, onednn, path = build.load()
+      _configure(library)
+      _workspace_bytes(library, 1, 1, 1, 1)  # a probe: the engine and the primitive exist
+      _register(library)
+      v = library.RnnJaxOnednnVersion()
+      _loaded = (library, f"oneDNN {v // 10000}.{v // 100 % 100}.{v % 100} from "
+                          f"{onednn.origin}, extension {path}")
+    except Exception as e:  # pylint: disable=broad-except  (any failure: unavailable, and why)
+      _loaded = (None, f"{type(e).__name__}: {e}")
+  return _loaded
+
+
+def available() -> tuple[bool, str]:
+  """`(True, what was loaded)` or `(False, why not)`. Builds the extension on the first call.
+
+  Never raises: a missing oneDNN, a failed compile, a failed load or an engine oneDNN cannot
+  create all come back as `(False, reason)`. The answer is kept for the process.
+  """
+  library, message = _load()
+  return library is not None, message
+
+
+def _library() -> ctypes.CDLL:
+  library, message = _load()
+  if library is None:
+    raise RuntimeError(f"rnn_jax.kernels.onednn is unavailable: {message}")
+  return library
+
+
+def _check(params, xs, h0, c0) -> None:
+  B, T, D = xs.shape
+  H = h0.shape[-1]
+  expected = {"w_ih": (D, 4 * H), "w_hh": (H, 4 * H), "b": (4 * H,)}
+  for name, shape in expected.items():
+    if name in params and params[name].shape != shape:
+      raise ValueError(f"params[{name!r}]: expected {shape}, got {params[name].shape}")
+  if set(params) - set(expected) or not {"w_ih", "w_hh"} <= set(params):
+    raise ValueError(f"params: expected a plain LSTM's w_ih, w_hh (and b), got {sorted(params)}")
+  for name, a in (("h0", h0), ("c0", c0)):
+    if a.shape != (B, H):
+      raise ValueError(f"{name}: expected [B, H] = {(B, H)}, got {a.shape}")
+  for name, a in (("xs", xs), ("h0", h0), ("c0", c0), *params.items()):
+    if a.dtype != jnp.float32:
+      raise TypeError(f"{name}: the oneDNN LSTM takes float32 only for now, got {a.dtype}")
+
+
+def lstm_sequence(params, xs: Array, h0: Array, c0: Array) -> tuple[Array, LSTMState]:
+  """Runs a plain LSTM over `xs [B, T, D]` with oneDNN: `(ys [B, T, H], LSTMState(h_n, c_n))`.
+
+  Args:
+    params: `cells.lstm(H)` params: `w_ih [D, 4H]`, `w_hh [H, 4H]`, optional `b [4H]`,
+      gate order i, f, g, o; float32.
+    xs: inputs `[B, T, D]` (batch-major, as `rnn_jax.unroll` takes them), float32.
+    h0, c0: the initial carry `[B, H]`, float32.
+
+  Returns:
+    `ys [B, T, H]` (every `h_t`) and the final carry `LSTMState(h_n, c_n)`, each `[B, H]`:
+    what `rnn_jax.unroll(cells.lstm(H), params, xs, initial_carry=LSTMState(h0, c0))` returns.
+    Differentiable (`jax.custom_vjp`, oneDNN's backward primitive) in params, xs, h0 and c0.
+
+  Raises:
+    RuntimeError: the extension is unavailable (the reason is `available()[1]`).
+  """
+  _check(params, xs, h0, c0)
+  B, T, _ = xs.shape
+  if B == 0 or T == 0:  # oneDNN takes no empty dimension; nothing runs, the carry passes
+    return jnp.zeros((B, T, h0.shape[-1]), jnp.float32), LSTMState(h0, c0)
+  return _lstm(params, xs, h0, c0)
+
+
+def _bias(params, H: int) -> Array:
+  return params["b"] if "b" in params else jnp.zeros((4 * H,), jnp.float32)
+
+
+def _forward(params, xs, h0, c0):
+  """The FFI forward: `(ys [B, T, H], h_n [B, H], c_n [B, H], workspace [N] uint8)`."""
+  B, T, D = xs.shape
+  H = h0.shape[-1]
+  workspace = _workspace_bytes(_library(), T, B, D, H)
+  f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  call = jax.ffi.ffi_call(FORWARD_TARGET,
+                          (f32((B, T, H)), f32((B, H)), f32((B, H)),
+                           jax.ShapeDtypeStruct((workspace,), jnp.uint8)),
+                          vmap_method="sequential")
+  return call(xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H))
+
+
+@jax.custom_vjp
+def _lstm(params, xs, h0, c0):
+  ys, h_n, c_n, _ = _forward(params, xs, h0, c0)
+  return ys, LSTMState(h_n, c_n)
+
+
+def _lstm_fwd(params, xs, h0, c0):
+  ys, h_n, c_n, workspace = _forward(params, xs, h0, c0)
+  return (ys, LSTMState(h_n, c_n)), (params, xs, h0, c0, ys, h_n, c_n, workspace)
+
+
+def _lstm_bwd(saved, cotangents):
+  params, xs, h0, c0, ys, h_n, c_n, workspace = saved
+  d_ys, (dh_n, dc_n) = cotangents
+  H = h0.shape[-1]
+  call = jax.ffi.ffi_call(BACKWARD_TARGET,
+                          (jax.ShapeDtypeStruct(xs.shape, jnp.float32),
+                           jax.ShapeDtypeStruct(h0.shape, jnp.float32),
+                           jax.ShapeDtypeStruct(c0.shape, jnp.float32),
+                           jax.ShapeDtypeStruct(params["w_ih"].shape, jnp.float32),
+                           jax.ShapeDtypeStruct(params["w_hh"].shape, jnp.float32),
+                           jax.ShapeDtypeStruct((4 * H,), jnp.float32)),
+                          vmap_method="sequential")
+  d_xs, dh0, dc0, dw_ih, dw_hh, db = call(
+      xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H), ys, h_n, c_n,
+      d_ys, dh_n, dc_n, workspace)
+  d_params = {"w_ih": dw_ih, "w_hh": dw_hh}
+  if "b" in params:
+    d_params["b"] = db
+  return d_params, d_xs, dh0, dc0
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+def workspace_bytes(B: int, T: int, D: int, H: int) -> int:
+  """The bytes of oneDNN workspace one differentiated call saves for its backward pass."""
+  return _workspace_bytes(_library(), T, B, D, H)
+
+
+__all__ = ["BACKWARD_TARGET", "FORWARD_TARGET", "LSTMState", "available", "lstm_sequence",
+           "workspace_bytes"]

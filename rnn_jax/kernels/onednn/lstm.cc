@@ -1,0 +1,280 @@
+// oneDNN's LSTM primitives as XLA FFI handlers (the CPU's counterpart of the cuDNN calls in
+// jax.experimental.rnn). Built and loaded by rnn_jax/kernels/onednn/build.py; the Python side,
+// the layouts and the contract are in rnn_jax/kernels/onednn/__init__.py.
+//
+// One layer, one direction (left to right), float32. Layouts, all as JAX hands them over:
+//   x [B, T, D]   y, dy [B, T, H]   (oneDNN's "ntc": batch-major, no transpose)
+//   h0, c0, h_n, c_n [B, H]         (oneDNN's "ldnc" with l = d = 1)
+//   w_ih [D, 4H]  w_hh [H, 4H]      (oneDNN's "ldigo": [1, 1, D or H, 4, H], gates i, f, g, o)
+//   b [4H]                          (oneDNN's "ldgo")
+//   workspace [N] bytes             (opaque: what forward_training saves for the backward)
+//
+// Handlers:
+//   RnnJaxOnednnLstmForward(x, h0, c0, w_ih, w_hh, b) -> (y, h_n, c_n, workspace)
+//   RnnJaxOnednnLstmBackward(x, h0, c0, w_ih, w_hh, b, y, h_n, c_n, dy, dh_n, dc_n, workspace)
+//       -> (dx, dh0, dc0, dw_ih, dw_hh, db)
+// and a plain C function, RnnJaxOnednnLstmWorkspaceBytes(T, B, D, H, ...), that the Python side
+// calls at trace time to size the workspace output (and at load time as a probe).
+
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+// Buffer types by rank (aliases, since a comma inside the handler macros splits arguments).
+using F32R1 = ffi::Buffer<ffi::F32, 1>;
+using F32R2 = ffi::Buffer<ffi::F32, 2>;
+using F32R3 = ffi::Buffer<ffi::F32, 3>;
+using Bytes = ffi::Buffer<ffi::U8, 1>;
+using OutF32R1 = ffi::ResultBuffer<ffi::F32, 1>;
+using OutF32R2 = ffi::ResultBuffer<ffi::F32, 2>;
+using OutF32R3 = ffi::ResultBuffer<ffi::F32, 3>;
+using OutBytes = ffi::ResultBuffer<ffi::U8, 1>;
+
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+dnnl::engine& CpuEngine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// The user-side memory descriptors of one call: sizes T, B, D, H.
+struct Shapes {
+  int64_t T, B, D, H;
+
+  // Logical dims are always (t, n, c); the tag ntc lays them out batch-major.
+  dnnl::memory::desc layer(int64_t C) const { return {{T, B, C}, dt::f32, tag::ntc}; }
+  dnnl::memory::desc state() const { return {{1, 1, B, H}, dt::f32, tag::ldnc}; }
+  dnnl::memory::desc weights(int64_t C) const { return {{1, 1, C, 4, H}, dt::f32, tag::ldigo}; }
+  dnnl::memory::desc weights_any(int64_t C) const {
+    return {{1, 1, C, 4, H}, dt::f32, tag::any};
+  }
+  dnnl::memory::desc bias() const { return {{1, 1, 4, H}, dt::f32, tag::ldgo}; }
+};
+
+dnnl::lstm_forward::primitive_desc ForwardDesc(const Shapes& s) {
+  return dnnl::lstm_forward::primitive_desc(
+      CpuEngine(), dnnl::prop_kind::forward_training,
+      dnnl::rnn_direction::unidirectional_left2right, s.layer(s.D), s.state(), s.state(),
+      s.weights(s.D), s.weights(s.H), s.bias(), s.layer(s.H), s.state(), s.state());
+}
+
+dnnl::lstm_backward::primitive_desc BackwardDesc(const Shapes& s,
+                                                 const dnnl::lstm_forward::primitive_desc& fwd) {
+  // Weights as the backward primitive prefers them (oneDNN transposes them to ldgoi for the
+  // backward GEMMs); gradients in the user's ldigo.
+  return dnnl::lstm_backward::primitive_desc(
+      CpuEngine(), dnnl::prop_kind::backward, dnnl::rnn_direction::unidirectional_left2right,
+      s.layer(s.D), s.state(), s.state(), s.weights_any(s.D), s.weights_any(s.H), s.bias(),
+      s.layer(s.H), s.state(), s.state(),
+      s.layer(s.D), s.state(), s.state(), s.weights(s.D), s.weights(s.H), s.bias(),
+      s.layer(s.H), s.state(), s.state(), fwd);
+}
+
+dnnl::memory Wrap(const dnnl::memory::desc& md, const void* data) {
+  return dnnl::memory(md, CpuEngine(), const_cast<void*>(data));
+}
+
+// InvalidArgument unless every buffer has the shape x [B, T, D] and h0 [B, H] imply (the Python
+// side checks first; this keeps a wrong call from reading past a buffer).
+ffi::Error CheckShape(const char* name, ffi::Span<const int64_t> got,
+                      std::initializer_list<int64_t> want) {
+  bool same = got.size() == want.size();
+  for (size_t i = 0; same && i < want.size(); ++i) same = got[i] == want.begin()[i];
+  if (same) return ffi::Error::Success();
+  std::string message = std::string("oneDNN LSTM: ") + name + " has shape [";
+  for (size_t i = 0; i < got.size(); ++i) message += (i ? ", " : "") + std::to_string(got[i]);
+  message += "], expected [";
+  for (size_t i = 0; i < want.size(); ++i) {
+    message += (i ? ", " : "") + std::to_string(want.begin()[i]);
+  }
+  return ffi::Error::InvalidArgument(message + "]");
+}
+
+#define RETURN_IF_ERROR(expr)           \
+  do {                                  \
+    ffi::Error error_ = (expr);         \
+    if (error_.failure()) return error_; \
+  } while (0)
+
+// `user` in the layout `md` wants: itself when it already is, else a reordered copy.
+dnnl::memory AsLayout(dnnl::memory user, const dnnl::memory::desc& md, dnnl::stream& s) {
+  if (user.get_desc() == md) return user;
+  dnnl::memory out(md, CpuEngine());
+  dnnl::reorder(user, out).execute(s, user, out);
+  return out;
+}
+
+ffi::Error LstmForwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
+                           OutF32R3 y, OutF32R2 h_n, OutF32R2 c_n, OutBytes workspace) {
+  try {
+    auto xd = x.dimensions();
+    Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1]};
+    RETURN_IF_ERROR(CheckShape("h0", h0.dimensions(), {s.B, s.H}));
+    RETURN_IF_ERROR(CheckShape("c0", c0.dimensions(), {s.B, s.H}));
+    RETURN_IF_ERROR(CheckShape("w_ih", w_ih.dimensions(), {s.D, 4 * s.H}));
+    RETURN_IF_ERROR(CheckShape("w_hh", w_hh.dimensions(), {s.H, 4 * s.H}));
+    RETURN_IF_ERROR(CheckShape("b", b.dimensions(), {4 * s.H}));
+    RETURN_IF_ERROR(CheckShape("y", y->dimensions(), {s.B, s.T, s.H}));
+    RETURN_IF_ERROR(CheckShape("h_n", h_n->dimensions(), {s.B, s.H}));
+    RETURN_IF_ERROR(CheckShape("c_n", c_n->dimensions(), {s.B, s.H}));
+    auto pd = ForwardDesc(s);
+    if (pd.workspace_desc().get_size() != workspace->element_count()) {
+      return ffi::Error::InvalidArgument("oneDNN LSTM forward: workspace of " +
+                                         std::to_string(workspace->element_count()) +
+                                         " bytes, the primitive wants " +
+                                         std::to_string(pd.workspace_desc().get_size()));
+    }
+    dnnl::stream stream(CpuEngine());
+    dnnl::lstm_forward(pd).execute(
+        stream, {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
+                 {DNNL_ARG_SRC_ITER, Wrap(s.state(), h0.untyped_data())},
+                 {DNNL_ARG_SRC_ITER_C, Wrap(s.state(), c0.untyped_data())},
+                 {DNNL_ARG_WEIGHTS_LAYER, Wrap(s.weights(s.D), w_ih.untyped_data())},
+                 {DNNL_ARG_WEIGHTS_ITER, Wrap(s.weights(s.H), w_hh.untyped_data())},
+                 {DNNL_ARG_BIAS, Wrap(s.bias(), b.untyped_data())},
+                 {DNNL_ARG_DST_LAYER, Wrap(s.layer(s.H), y->untyped_data())},
+                 {DNNL_ARG_DST_ITER, Wrap(s.state(), h_n->untyped_data())},
+                 {DNNL_ARG_DST_ITER_C, Wrap(s.state(), c_n->untyped_data())},
+                 {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace->untyped_data())}});
+    stream.wait();
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("oneDNN LSTM forward: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmBackwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
+                            F32R3 y, F32R2 h_n, F32R2 c_n, F32R3 dy, F32R2 dh_n, F32R2 dc_n,
+                            Bytes workspace, OutF32R3 dx, OutF32R2 dh0, OutF32R2 dc0,
+                            OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
+  try {
+    auto xd = x.dimensions();
+    Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1]};
+    for (auto [name, dims] : {std::pair{"h0", h0.dimensions()}, {"c0", c0.dimensions()},
+                              {"h_n", h_n.dimensions()}, {"c_n", c_n.dimensions()},
+                              {"dh_n", dh_n.dimensions()}, {"dc_n", dc_n.dimensions()},
+                              {"dh0", dh0->dimensions()}, {"dc0", dc0->dimensions()}}) {
+      RETURN_IF_ERROR(CheckShape(name, dims, {s.B, s.H}));
+    }
+    for (auto [name, dims] : {std::pair{"y", y.dimensions()}, {"dy", dy.dimensions()}}) {
+      RETURN_IF_ERROR(CheckShape(name, dims, {s.B, s.T, s.H}));
+    }
+    RETURN_IF_ERROR(CheckShape("dx", dx->dimensions(), {s.B, s.T, s.D}));
+    RETURN_IF_ERROR(CheckShape("w_ih", w_ih.dimensions(), {s.D, 4 * s.H}));
+    RETURN_IF_ERROR(CheckShape("dw_ih", dw_ih->dimensions(), {s.D, 4 * s.H}));
+    RETURN_IF_ERROR(CheckShape("w_hh", w_hh.dimensions(), {s.H, 4 * s.H}));
+    RETURN_IF_ERROR(CheckShape("dw_hh", dw_hh->dimensions(), {s.H, 4 * s.H}));
+    RETURN_IF_ERROR(CheckShape("b", b.dimensions(), {4 * s.H}));
+    RETURN_IF_ERROR(CheckShape("db", db->dimensions(), {4 * s.H}));
+    auto fwd = ForwardDesc(s);
+    auto pd = BackwardDesc(s, fwd);
+    if (pd.workspace_desc().get_size() != workspace.element_count()) {
+      return ffi::Error::InvalidArgument("oneDNN LSTM backward: workspace of " +
+                                         std::to_string(workspace.element_count()) +
+                                         " bytes, the primitive wants " +
+                                         std::to_string(pd.workspace_desc().get_size()));
+    }
+    dnnl::stream stream(CpuEngine());
+    auto w_layer = AsLayout(Wrap(s.weights(s.D), w_ih.untyped_data()), pd.weights_layer_desc(),
+                            stream);
+    auto w_iter = AsLayout(Wrap(s.weights(s.H), w_hh.untyped_data()), pd.weights_iter_desc(),
+                           stream);
+    // oneDNN adds the weight gradients to what the diff_weights buffers hold.
+    std::memset(dw_ih->untyped_data(), 0, dw_ih->size_bytes());
+    std::memset(dw_hh->untyped_data(), 0, dw_hh->size_bytes());
+    std::memset(db->untyped_data(), 0, db->size_bytes());
+    dnnl::lstm_backward(pd).execute(
+        stream, {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
+                 {DNNL_ARG_SRC_ITER, Wrap(s.state(), h0.untyped_data())},
+                 {DNNL_ARG_SRC_ITER_C, Wrap(s.state(), c0.untyped_data())},
+                 {DNNL_ARG_WEIGHTS_LAYER, w_layer},
+                 {DNNL_ARG_WEIGHTS_ITER, w_iter},
+                 {DNNL_ARG_BIAS, Wrap(s.bias(), b.untyped_data())},
+                 {DNNL_ARG_DST_LAYER, Wrap(s.layer(s.H), y.untyped_data())},
+                 {DNNL_ARG_DST_ITER, Wrap(s.state(), h_n.untyped_data())},
+                 {DNNL_ARG_DST_ITER_C, Wrap(s.state(), c_n.untyped_data())},
+                 {DNNL_ARG_DIFF_DST_LAYER, Wrap(s.layer(s.H), dy.untyped_data())},
+                 {DNNL_ARG_DIFF_DST_ITER, Wrap(s.state(), dh_n.untyped_data())},
+                 {DNNL_ARG_DIFF_DST_ITER_C, Wrap(s.state(), dc_n.untyped_data())},
+                 {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace.untyped_data())},
+                 {DNNL_ARG_DIFF_SRC_LAYER, Wrap(s.layer(s.D), dx->untyped_data())},
+                 {DNNL_ARG_DIFF_SRC_ITER, Wrap(s.state(), dh0->untyped_data())},
+                 {DNNL_ARG_DIFF_SRC_ITER_C, Wrap(s.state(), dc0->untyped_data())},
+                 {DNNL_ARG_DIFF_WEIGHTS_LAYER, Wrap(s.weights(s.D), dw_ih->untyped_data())},
+                 {DNNL_ARG_DIFF_WEIGHTS_ITER, Wrap(s.weights(s.H), dw_hh->untyped_data())},
+                 {DNNL_ARG_DIFF_BIAS, Wrap(s.bias(), db->untyped_data())}});
+    stream.wait();
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("oneDNN LSTM backward: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmForward, LstmForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R3>()  // x [B, T, D]
+                                  .Arg<F32R2>()  // h0 [B, H]
+                                  .Arg<F32R2>()  // c0 [B, H]
+                                  .Arg<F32R2>()  // w_ih [D, 4H]
+                                  .Arg<F32R2>()  // w_hh [H, 4H]
+                                  .Arg<F32R1>()  // b [4H]
+                                  .Ret<F32R3>()  // y [B, T, H]
+                                  .Ret<F32R2>()  // h_n [B, H]
+                                  .Ret<F32R2>()  // c_n [B, H]
+                                  .Ret<Bytes>());  // workspace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmBackward, LstmBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R3>()  // x [B, T, D]
+                                  .Arg<F32R2>()  // h0 [B, H]
+                                  .Arg<F32R2>()  // c0 [B, H]
+                                  .Arg<F32R2>()  // w_ih [D, 4H]
+                                  .Arg<F32R2>()  // w_hh [H, 4H]
+                                  .Arg<F32R1>()  // b [4H]
+                                  .Arg<F32R3>()  // y [B, T, H]
+                                  .Arg<F32R2>()  // h_n [B, H]
+                                  .Arg<F32R2>()  // c_n [B, H]
+                                  .Arg<F32R3>()  // dy [B, T, H]
+                                  .Arg<F32R2>()  // dh_n [B, H]
+                                  .Arg<F32R2>()  // dc_n [B, H]
+                                  .Arg<Bytes>()   // workspace
+                                  .Ret<F32R3>()  // dx [B, T, D]
+                                  .Ret<F32R2>()  // dh0 [B, H]
+                                  .Ret<F32R2>()  // dc0 [B, H]
+                                  .Ret<F32R2>()  // dw_ih [D, 4H]
+                                  .Ret<F32R2>()  // dw_hh [H, 4H]
+                                  .Ret<F32R1>());  // db [4H]
+
+// The workspace forward_training writes, in bytes; or -1, with oneDNN's message copied into
+// `error` (at most `error_size` bytes, NUL-terminated).
+extern "C" int64_t RnnJaxOnednnLstmWorkspaceBytes(int64_t T, int64_t B, int64_t D, int64_t H,
+                                                  char* error, int64_t error_size) {
+  try {
+    return static_cast<int64_t>(ForwardDesc(Shapes{T, B, D, H}).workspace_desc().get_size());
+  } catch (const std::exception& e) {
+    if (error != nullptr && error_size > 0) {
+      std::strncpy(error, e.what(), error_size - 1);
+      error[error_size - 1] = '\0';
+    }
+    return -1;
+  }
+}
+
+// oneDNN's version, major * 10000 + minor * 100 + patch, of the library loaded.
+extern "C" int64_t RnnJaxOnednnVersion() {
+  const dnnl_version_t* v = dnnl_version();
+  return v->major * 10000 + v->minor * 100 + v->patch;
+}

@@ -1,0 +1,196 @@
+"""The oneDNN LSTM (`rnn_jax.kernels.onednn`) against the scan path and the loop.
+
+Values and gradients (params, xs, h0, c0) in float32, under `jax.jit`; the extension's tests
+skip with the reason `available()` gives when it cannot be built or loaded. The tests of a
+missing extension run everywhere: they hide oneDNN or break the build and check the reason.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnn_jax
+from rnn_jax import cells
+from rnn_jax.cells.lstm import LSTMState
+from rnn_jax.kernels import onednn
+from rnn_jax.kernels.onednn import build
+
+AVAILABLE, REASON = onednn.available()
+needs_onednn = pytest.mark.skipif(not AVAILABLE, reason=f"oneDNN extension: {REASON}")
+
+# (B, T, D, H): pairwise-distinct sizes, one example, one step, both at once.
+SIZES = [(3, 6, 5, 4), (1, 7, 2, 3), (4, 1, 3, 5), (1, 1, 6, 2), (5, 9, 8, 16)]
+
+
+def _setup(B, T, D, H, seed=0, use_bias=True):
+  cell = cells.lstm(H, use_bias=use_bias)
+  keys = jax.random.split(jax.random.key(seed), 5)
+  params = cell.init(keys[0], D)
+  params = jax.tree_util.tree_map(
+      lambda a: a + 0.3 * jax.random.normal(keys[1], a.shape), params)
+  xs = jax.random.normal(keys[2], (B, T, D))
+  h0 = jax.random.normal(keys[3], (B, H))
+  c0 = jax.random.normal(keys[4], (B, H))
+  return cell, params, xs, h0, c0
+
+
+def _close(a, b, rtol=1e-5, atol=1e-6):
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol),
+                         a, b)
+
+
+def _loss(run):
+  """A loss that weighs every output and both final carries differently."""
+  def loss(params, xs, h0, c0):
+    ys, final = run(params, xs, h0, c0)
+    w = jnp.arange(ys.size, dtype=ys.dtype).reshape(ys.shape) / ys.size
+    return jnp.sum(w * ys) + jnp.sum(jnp.sin(final.h)) + jnp.sum(final.c ** 2)
+  return loss
+
+
+def _unroll(cell, implementation):
+  return lambda params, xs, h0, c0: rnn_jax.unroll(
+      cell, params, xs, initial_carry=LSTMState(h0, c0), implementation=implementation)
+
+
+@needs_onednn
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("B,T,D,H", SIZES)
+def test_forward_equals_scan(B, T, D, H, use_bias):
+  cell, params, xs, h0, c0 = _setup(B, T, D, H, use_bias=use_bias)
+  ys, final = jax.jit(onednn.lstm_sequence)(params, xs, h0, c0)
+  assert ys.shape == (B, T, H) and ys.dtype == jnp.float32
+  assert isinstance(final, LSTMState) and final.h.shape == final.c.shape == (B, H)
+  _close((ys, final), _unroll(cell, "scan")(params, xs, h0, c0))
+
+@needs_onednn
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("B,T,D,H", SIZES)
+def test_gradients_equal_scan(B, T, D, H, use_bias):
+  cell, params, xs, h0, c0 = _setup(B, T, D, H, seed=1, use_bias=use_bias)
+  grad = lambda run: jax.jit(jax.grad(_loss(run), argnums=(0, 1, 2, 3)))(params, xs, h0, c0)
+  g_onednn = grad(onednn.lstm_sequence)
+  assert jax.tree_util.tree_structure(g_onednn[0]) == jax.tree_util.tree_structure(params)
+  _close(g_onednn, grad(_unroll(cell, "scan")), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("B,T,D,H", [(2, 4, 3, 5), (1, 1, 6, 2)])
+def test_values_and_gradients_equal_loop(B, T, D, H):
+  """The loop oracle (no scan in between), values and its autodiff gradients."""
+  cell, params, xs, h0, c0 = _setup(B, T, D, H, seed=2)
+  loop = lambda params, xs, h0, c0: rnn_jax.unroll_reference(cell, params, xs,
+                                                             initial_carry=LSTMState(h0, c0))
+  _close(onednn.lstm_sequence(params, xs, h0, c0), loop(params, xs, h0, c0))
+  grad = lambda run: jax.grad(_loss(run), argnums=(0, 1, 2, 3))(params, xs, h0, c0)
+  _close(grad(onednn.lstm_sequence), grad(loop), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_value_and_grad_share_one_forward():
+  """Outputs from the differentiated call (forward_training) equal the plain call's, and the
+  workspace it saves has the size the primitive descriptor gives."""
+  _, params, xs, h0, c0 = _setup(3, 6, 5, 4)
+  (ys, final), vjp = jax.vjp(onednn.lstm_sequence, params, xs, h0, c0)
+  _close((ys, final), onednn.lstm_sequence(params, xs, h0, c0), rtol=0, atol=0)
+  d_params, d_xs, dh0, dc0 = vjp((jnp.ones_like(ys), LSTMState(final.h * 0, final.c * 0)))
+  assert d_xs.shape == xs.shape and dh0.shape == dc0.shape == h0.shape
+  assert onednn.workspace_bytes(3, 6, 5, 4) > 0
+
+
+@needs_onednn
+def test_vmap_runs_one_batch_at_a_time():
+  _, params, xs, h0, c0 = _setup(2, 5, 3, 4)
+  xs2 = jnp.stack([xs, 2 * xs])  # [2, B, T, D]
+  batched = jax.vmap(onednn.lstm_sequence, in_axes=(None, 0, None, None))(params, xs2, h0, c0)
+  for i in range(2):
+    _close(jax.tree_util.tree_map(lambda a: a[i], batched),
+           onednn.lstm_sequence(params, xs2[i], h0, c0))
+
+
+@needs_onednn
+def test_empty_sequence_passes_the_carry():
+  _, params, xs, h0, c0 = _setup(2, 3, 3, 4)
+  ys, final = onednn.lstm_sequence(params, xs[:, :0], h0, c0)
+  assert ys.shape == (2, 0, 4)
+  _close(final, LSTMState(h0, c0), rtol=0, atol=0)
+
+
+@needs_onednn
+def test_rejects_what_it_does_not_compute():
+  _, params, xs, h0, c0 = _setup(2, 3, 3, 4)
+  with pytest.raises(TypeError, match="float32"):
+    onednn.lstm_sequence(params, xs.astype(jnp.bfloat16), h0, c0)
+  with pytest.raises(ValueError, match="h0"):
+    onednn.lstm_sequence(params, xs, h0[:1], c0)
+  peephole = cells.lstm(4, peephole=True).init(jax.random.key(0), 3)
+  with pytest.raises(ValueError, match="plain LSTM"):
+    onednn.lstm_sequence(peephole, xs, h0, c0)
+
+
+# ------------------------------------------------------------ a missing extension
+
+
+@pytest.fixture
+def fresh_load(monkeypatch, tmp_path):
+  """Forgets the process's load result for one test (restored after it), with an empty cache,
+  so the next `available()` searches, builds and loads again."""
+  monkeypatch.setattr(onednn, "_loaded", None)
+  monkeypatch.setenv("RNN_JAX_ONEDNN_CACHE", str(tmp_path / "cache"))
+  return tmp_path
+
+
+def test_unavailable_when_onednn_is_hidden(fresh_load, monkeypatch):
+  monkeypatch.setenv("RNN_JAX_ONEDNN_ROOT", str(fresh_load / "no_onednn"))
+  ok, reason = onednn.available()
+  assert not ok and "RNN_JAX_ONEDNN_ROOT" in reason and "dnnl.hpp" in reason
+  _, params, xs, h0, c0 = _setup(2, 3, 3, 4)
+  with pytest.raises(RuntimeError, match="unavailable.*dnnl.hpp"):
+    onednn.lstm_sequence(params, xs, h0, c0)
+
+
+def test_unavailable_when_no_wheel_is_installed(fresh_load, monkeypatch):
+  monkeypatch.delenv("RNN_JAX_ONEDNN_ROOT", raising=False)
+  monkeypatch.setattr(build, "WHEELS", (("no-such-onednn-devel", "no-such-onednn"),))
+  ok, reason = onednn.available()
+  assert not ok and "oneDNN not found" in reason and "rnn-jax[onednn]" in reason
+
+
+@needs_onednn
+def test_unavailable_when_the_build_fails(fresh_load, monkeypatch):
+  monkeypatch.setenv("CXX", "false")  # a "compiler" that fails at once
+  ok, reason = onednn.available()
+  assert not ok and "compiling lstm.cc failed" in reason
+  assert not list((fresh_load / "cache").rglob(build.LIBRARY_NAME))  # nothing half-built kept
+
+
+def test_import_never_raises_and_builds_nothing(tmp_path):
+  """A fresh interpreter with oneDNN hidden imports the package and gets the reason."""
+  code = ("import rnn_jax.kernels.onednn as o, os; "
+          "assert not os.path.exists(os.environ['RNN_JAX_ONEDNN_CACHE']); "
+          "ok, reason = o.available(); print(ok, reason)")
+  env = {"RNN_JAX_ONEDNN_ROOT": str(tmp_path / "nowhere"),
+         "RNN_JAX_ONEDNN_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                       capture_output=True, text=True, timeout=120, check=True)
+  assert out.stdout.startswith("False BuildError: $RNN_JAX_ONEDNN_ROOT="), out.stdout
+
+
+@needs_onednn
+def test_handler_checks_shapes():
+  """Called directly with a `w_ih` that does not fit x and h0, the handler refuses (rather
+  than reading past the buffer)."""
+  B, T, D, H = 2, 3, 5, 4
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  call = jax.ffi.ffi_call(onednn.FORWARD_TARGET,
+                          (f32(B, T, H), f32(B, H), f32(B, H),
+                           jax.ShapeDtypeStruct((onednn.workspace_bytes(B, T, D, H),), jnp.uint8)))
+  args = [jnp.ones((B, T, D)), jnp.zeros((B, H)), jnp.zeros((B, H)), jnp.ones((D - 1, 4 * H)),
+          jnp.ones((H, 4 * H)), jnp.zeros((4 * H,))]
+  with pytest.raises(Exception, match=r"w_ih has shape \[4, 16\], expected \[5, 16\]"):
+    jax.block_until_ready(call(*args))
