@@ -22,9 +22,10 @@ from the corpus's unigram distribution); evaluation always uses the full one.
 The conditional GRU is `cells.gru` (Cho et al.'s form, the reset gate before the
 recurrent matmul) with a bias per sentence, b + h_i [C_r, C_z, C] (`[B, 3D]`, computed
 once): the equations above, run by the fused GRU kernel. (Concatenating h_i to every
-input instead, `[B, M, E + D]`, computes the same thing and made the decoder twice as
-slow: a [B M, D] x [D, 3D] matmul each way where [B, D] x [D, 3D] does.) The decoders'
-first input x_0 is <bos>'s embedding. In the paper's skip-thoughts code
+input instead, `[B, M, E + D]`, computes the same thing with a [B M, D] x [D, 3D] matmul
+each way where [B, D] x [D, 3D] does: 1.21x the decoder's time at D = 512, 1.06x at
+D = 256, `benchmarks.skip_thought_step`.) The decoders' first input x_0 is <bos>'s
+embedding. In the paper's skip-thoughts code
 (training/model.py) the encoder and both decoders share one word embedding, and each
 decoder has its own GRU; we follow it.
 
