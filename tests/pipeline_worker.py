@@ -104,7 +104,7 @@ def compare_gnmt(pipeline_devices, num_devices, architecture="gnmt"):
 def main():
   lengths = jnp.array([7, 3, 0, 5])
   devices = jax.devices()
-  for P in (2, 4, 8):
+  for P in (2, 8):  # 4 devices: the reverse, uni-bottom and uneven cases below
     mesh = jax.make_mesh((P,), ("layers",), devices=devices[:P])
     compare("gnmt", gnmt_like(), mesh, lengths=lengths)
   mesh2 = jax.make_mesh((2,), ("layers",), devices=devices[:2])

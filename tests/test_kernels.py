@@ -61,8 +61,7 @@ def test_fused_equals_scan_and_loop(name, lengths, reverse):
                          grad("fused"), grad("scan"))
 
 
-@pytest.mark.parametrize("remat", [False, True])
-@pytest.mark.parametrize("reset_after", [False, True])
+@pytest.mark.parametrize("reset_after,remat", [(False, False), (True, True)])
 def test_fused_gru_with_a_bias_per_sequence(reset_after, remat):
   """b `[B, 3H]` (a conditional GRU's b + c W_c): the fused kernel and the scan path agree
   on values and gradients, the bias's `[B, 3H]` included, and each row equals a GRU run
