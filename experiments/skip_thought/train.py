@@ -147,7 +147,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = training.data_mesh(config.num_devices or None)
   training.parallel.check_divisible(config.batch_size, mesh)
   V = len(corpus.vocab)
-  counts = np.concatenate([corpus.large_counts(1)[:corpus_lib.NUM_RESERVED],
+  # The proposal of the sampled softmax: each encoder id's count (reserved ids 0, then
+  # end-of-sentence and the unknown words' counts).
+  counts = np.concatenate([np.zeros(corpus_lib.NUM_RESERVED),
                            corpus.counts[:config.vocab_size]]).astype(np.float64)
   counts[corpus_lib.EOS] = len(corpus.sentences)  # every sentence ends with one
   counts[corpus_lib.UNK] = corpus.counts[config.vocab_size:].sum()
