@@ -131,7 +131,7 @@ def test_shipped_sweeps_load(sweep_file):
   expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12,
               "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 18,
               "scheduled_sampling": 21, "captioning_models": 9, "vqa_models": 33,
-              "activity_ranking": 12, "activity_lambda": 18}
+              "activity_ranking": 12, "activity_lambda": 18, "skip_thought_seeds": 3}
   assert len(names) == expected[sweep.name]
   if sweep.name == "zaremba_ptb":
     assert names == ["zaremba_small", "zaremba_medium", "zaremba_large"]
