@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The kernels' checks for a GPU machine, as one script (at most 270 s of tests and 300 s of
-# benchmark: TEST_TIMEOUT, BENCH_TIMEOUT; not yet run on a GPU):
+# The kernels' checks for a GPU machine, as one script (at most 270 s per test file and 300 s
+# of benchmark: TEST_TIMEOUT, BENCH_TIMEOUT). First run on an H200 on 2026-12-04: the
+# figures and what it found are in benchmarks/RESULTS.md ("On an H200").
 #
 #   OUT=runs/gpu bash benchmarks/gpu.sh
 #
@@ -29,11 +30,15 @@ PY=${PYTHON:-python3}
   2>&1 | tee "$OUT/env.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$OUT/env.log"
 
-# Exact float32 matmuls (no TF32): the tests hold the kernels to float32 references.
-JAX_DEFAULT_MATMUL_PRECISION=highest timeout "${TEST_TIMEOUT:-270}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
-  ${TESTS:-tests/test_pallas_kernels.py tests/test_interop_cudnn.py tests/test_kernels.py} 2>&1 \
-  | tee "$OUT/tests.log" | tail -40
-echo "tests: exit $?"
+# Exact float32 matmuls (no TF32): the tests hold the kernels to float32 references. One
+# pytest per file, each with its own limit, and -v so each result is in the log as it
+# comes: a file cut off by its limit still leaves the names of what passed and failed.
+for f in ${TESTS:-tests/test_pallas_kernels.py tests/test_interop_cudnn.py tests/test_kernels.py}; do
+  JAX_DEFAULT_MATMUL_PRECISION=highest timeout "${TEST_TIMEOUT:-270}" "$PY" -m pytest -v \
+    --tb=short -p no:cacheprovider -o addopts="" "$f" 2>&1 \
+    | tee -a "$OUT/tests.log" | grep -E "PASSED|FAILED|ERROR|^E |passed|failed" | tail -40
+  echo "tests $f: exit $?"
+done
 
 timeout "${BENCH_TIMEOUT:-300}" "$PY" -m benchmarks.rnn --turns=3 --min_time=0.2 \
   --sizes="${SIZES:-32x512x100,64x256x200,8x1024x50,64x64x30,32x512x2000,256x64x100}" \

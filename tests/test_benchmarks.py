@@ -130,7 +130,8 @@ def test_gpu_script_runs_its_steps(tmp_path):
                                              PYTHON=sys.executable, SIZES="4x8x5",
                                              TESTS="tests/test_interop_cudnn.py::test_bad_input"))
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "1 passed" in out.stdout and "tests: exit 0" in out.stdout, out.stdout
+  assert "1 passed" in out.stdout, out.stdout
+  assert "tests tests/test_interop_cudnn.py::test_bad_input: exit 0" in out.stdout, out.stdout
   assert "benchmark: exit 0" in out.stdout, out.stdout
   results = json.loads((tmp_path / "rnn_gpu.json").read_text())
   assert {r["implementation"] for r in results["rows"]} >= {"rnn_jax/fused", "flax", "torch"}
