@@ -50,7 +50,7 @@ class Layer(NamedTuple):
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1,
-        remat: bool = False) -> Layer:
+        remat: bool = False, implementation: str = "auto") -> Layer:
   """One direction of `cell` over the sequence; params are the cell's params.
 
   Args:
@@ -58,13 +58,15 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1,
     reverse: run each sequence's valid part backwards.
     unroll: `lax.scan` unroll factor.
     remat: rematerialise each step in the backward pass.
+    implementation: `unroll`'s ("auto", "scan", "fused", "pallas", "onednn").
   """
 
   def apply(params, xs, *, seq_lengths=None, initial_carry=None, timestamps=None,
             training=False, key=None):
     return _unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
                    initial_carry=initial_carry, timestamps=timestamps,
-                   training=training, key=key, unroll=unroll, remat=remat)
+                   training=training, key=key, unroll=unroll, remat=remat,
+                   implementation=implementation)
 
   return Layer(name=f"rnn({cell.name}{', reverse' if reverse else ''})",
                init=cell.init, apply=apply, output_size=lambda _: cell.hidden_size,
@@ -76,7 +78,7 @@ _MERGES = ("concat", "sum")
 
 def bidirectional(cell: Cell, backward_cell: Cell | None = None, *,
                   merge: str = "concat", unroll: int = 1,
-                  remat: bool = False) -> Layer:
+                  remat: bool = False, implementation: str = "auto") -> Layer:
   """A forward and a backward pass over each sequence, merged per step.
 
   `ys[b, t]` is `concat(fw[b, t], bw[b, t])` (`[B, T, 2H]`) or their sum
@@ -91,6 +93,7 @@ def bidirectional(cell: Cell, backward_cell: Cell | None = None, *,
     merge: "concat" or "sum".
     unroll: `lax.scan` unroll factor.
     remat: rematerialise each step in the backward pass.
+    implementation: `unroll`'s, for both directions.
   """
   if merge not in _MERGES:
     raise ValueError(f"merge: expected one of {_MERGES}, got {merge!r}")
@@ -98,8 +101,9 @@ def bidirectional(cell: Cell, backward_cell: Cell | None = None, *,
   if merge == "sum" and backward_cell.hidden_size != cell.hidden_size:
     raise ValueError("merge: 'sum' needs both directions to have the same hidden "
                      f"size, got {cell.hidden_size} and {backward_cell.hidden_size}")
-  forward = rnn(cell, unroll=unroll, remat=remat)
-  backward = rnn(backward_cell, reverse=True, unroll=unroll, remat=remat)
+  forward = rnn(cell, unroll=unroll, remat=remat, implementation=implementation)
+  backward = rnn(backward_cell, reverse=True, unroll=unroll, remat=remat,
+                 implementation=implementation)
 
   def init(key, input_size):
     k_fw, k_bw = jax.random.split(key)

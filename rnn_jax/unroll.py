@@ -150,20 +150,26 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
       and Pallas kernels define their backward pass with `jax.custom_vjp`, so
       they support reverse-mode differentiation (grad, vjp; rev-over-rev for
       the fused ones only) but not forward mode: for `jax.jvp` /
-      `jax.jacfwd` pass `implementation="scan"`.
+      `jax.jacfwd` pass `implementation="scan"`. "onednn" (plain float32 LSTM
+      cells on the CPU: oneDNN's LSTM primitive through an XLA FFI call,
+      `rnn_jax.kernels.onednn`; falls back to "fused" with one warning where
+      the extension is unavailable; "auto" does not pick it yet).
 
   Returns:
     `(ys, final_carry)`: ys `[B, T, H]`, zero past each length; final_carry
     the carry at each sequence's last valid step (see the module docstring).
   """
   check_unroll_inputs(cell, params, xs, seq_lengths, initial_carry, timestamps)
-  if implementation not in ("auto", "scan", "fused", "pallas"):
-    raise ValueError(f"implementation: expected auto, scan, fused or pallas, "
+  if implementation not in ("auto", "scan", "fused", "pallas", "onednn"):
+    raise ValueError(f"implementation: expected auto, scan, fused, pallas or onednn, "
                      f"got {implementation!r}")
   B, T, _ = xs.shape
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)
   initial_carry = varying_like(initial_carry, xs)  # inside shard_map: vary like the batch
+  if implementation == "onednn":
+    return kernels.onednn_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
+                                 initial_carry=initial_carry)
   if implementation == "pallas":
     return kernels.pallas_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
                                  initial_carry=initial_carry)

@@ -91,6 +91,45 @@ def test_values_and_gradients_equal_loop(B, T, D, H):
   _close(grad(onednn.lstm_sequence), grad(loop), rtol=1e-5, atol=1e-5)
 
 
+# (B, T, D, H, lengths): lengths with 0, 1 and T, all T, and all 0.
+LENGTH_CASES = [(5, 7, 3, 4, [7, 0, 3, 1, 6]), (3, 6, 5, 16, [6, 6, 6]), (2, 4, 2, 3, [0, 0]),
+                (4, 1, 3, 5, [1, 0, 1, 1])]
+
+
+@needs_onednn
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [False, True])
+@pytest.mark.parametrize("B,T,D,H,seq_lengths", LENGTH_CASES)
+def test_lengths_and_reverse_equal_scan(B, T, D, H, seq_lengths, lengths, reverse):
+  """`unroll`'s padding contract: zero outputs past each length, the carry of the last valid
+  step, each row's valid part run backwards; values and gradients against the scan."""
+  cell, params, xs, h0, c0 = _setup(B, T, D, H, seed=3)
+  lengths = jnp.array(seq_lengths) if lengths else None
+  ours = lambda p, x, h, c: onednn.lstm_sequence(p, x, h, c, lengths, reverse)
+  scan = lambda p, x, h, c: rnn_jax.unroll(cell, p, x, seq_lengths=lengths, reverse=reverse,
+                                           initial_carry=LSTMState(h, c),
+                                           implementation="scan")
+  _close(jax.jit(ours)(params, xs, h0, c0), scan(params, xs, h0, c0))
+  grad = lambda run: jax.jit(jax.grad(_loss(run), argnums=(0, 1, 2, 3)))(params, xs, h0, c0)
+  _close(grad(ours), grad(scan), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_lengths_equal_the_loop_with_large_activations():
+  """The hold column keeps a padded step a no-op even where the step's own pre-activations are
+  large (inputs and weights scaled up, gates saturated); the loop oracle is the reference."""
+  cell, params, xs, h0, c0 = _setup(4, 6, 3, 5, seed=4)
+  params = jax.tree_util.tree_map(lambda a: 20.0 * a, params)
+  xs, h0, c0 = 30.0 * xs, 5.0 * h0, 50.0 * c0
+  lengths = jnp.array([6, 2, 0, 4])
+  for reverse in (False, True):
+    ours = onednn.lstm_sequence(params, xs, h0, c0, lengths, reverse)
+    loop = rnn_jax.unroll_reference(cell, params, xs, seq_lengths=lengths, reverse=reverse,
+                                    initial_carry=LSTMState(h0, c0))
+    _close(ours, loop, rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(ours[1].c)[2] == np.asarray(c0)[2])  # length 0: c0, bit for bit
+
+
 @needs_onednn
 def test_value_and_grad_share_one_forward():
   """Outputs from the differentiated call (forward_training) equal the plain call's, and the
@@ -128,9 +167,63 @@ def test_rejects_what_it_does_not_compute():
     onednn.lstm_sequence(params, xs.astype(jnp.bfloat16), h0, c0)
   with pytest.raises(ValueError, match="h0"):
     onednn.lstm_sequence(params, xs, h0[:1], c0)
+  with pytest.raises(ValueError, match=r"lengths: expected \[B\]"):
+    onednn.lstm_sequence(params, xs, h0, c0, jnp.array([3]))
+  with pytest.raises(ValueError, match=r"lengths: expected \[B\]"):
+    onednn.lstm_sequence(params, xs, h0, c0, jnp.array([3.0, 1.0]))
   peephole = cells.lstm(4, peephole=True).init(jax.random.key(0), 3)
   with pytest.raises(ValueError, match="plain LSTM"):
     onednn.lstm_sequence(peephole, xs, h0, c0)
+
+
+# ------------------------------------------------------------ through unroll and the layers
+
+
+@needs_onednn
+def test_unroll_and_a_bidirectional_layer_run_on_onednn():
+  """`implementation="onednn"` reaches the FFI call (in the jaxpr) and equals the scan, for
+  `unroll` and for a bidirectional layer (the backward direction reversed per length)."""
+  from rnn_jax import layers
+  cell, params, xs, h0, c0 = _setup(4, 6, 3, 5, seed=5)
+  lengths = jnp.array([6, 3, 0, 5])
+  run = lambda impl: rnn_jax.unroll(cell, params, xs, seq_lengths=lengths,
+                                    initial_carry=LSTMState(h0, c0), implementation=impl)
+  jaxpr = str(jax.make_jaxpr(lambda: run("onednn"))())
+  assert onednn.FORWARD_TARGET in jaxpr
+  _close(run("onednn"), run("scan"))
+  layer = lambda impl: layers.bidirectional(cell, implementation=impl)
+  bi_params = layer("scan").init(jax.random.key(1), 3)
+  loss = lambda impl: jax.grad(lambda p: jnp.sum(
+      layer(impl).apply(p, xs, seq_lengths=lengths)[0] ** 2))(bi_params)
+  _close(layer("onednn").apply(bi_params, xs, seq_lengths=lengths),
+         layer("scan").apply(bi_params, xs, seq_lengths=lengths))
+  _close(loss("onednn"), loss("scan"), rtol=1e-5, atol=1e-5)
+
+
+def test_unroll_refuses_cells_onednn_does_not_compute():
+  xs = jnp.ones((2, 3, 4))
+  for cell in (cells.gru(4), cells.lstm(4, peephole=True), cells.lstm(4, layer_norm=True)):
+    with pytest.raises(ValueError, match="no oneDNN kernel"):
+      rnn_jax.unroll(cell, cell.init(jax.random.key(0), 4), xs, implementation="onednn")
+
+
+def test_unroll_falls_back_to_the_fused_kernel_with_one_warning(monkeypatch):
+  """With the extension unavailable, "onednn" warns once (with the reason) and gives the fused
+  kernel's result; a second call is silent."""
+  from rnn_jax import kernels
+  monkeypatch.setattr(onednn, "_loaded", (None, "BuildError: hidden by the test"))
+  monkeypatch.setattr(kernels, "_onednn_fallback_warned", False)
+  cell, params, xs, h0, c0 = _setup(3, 5, 2, 4, seed=6)
+  lengths = jnp.array([5, 1, 3])
+  run = lambda impl: rnn_jax.unroll(cell, params, xs, seq_lengths=lengths, reverse=True,
+                                    initial_carry=LSTMState(h0, c0), implementation=impl)
+  with pytest.warns(RuntimeWarning, match="unavailable.*hidden by the test.*fused"):
+    ours = run("onednn")
+  _close(ours, run("fused"), rtol=0, atol=0)
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    run("onednn")
 
 
 # ------------------------------------------------------------ a missing extension
@@ -193,4 +286,4 @@ def test_handler_checks_shapes():
   args = [jnp.ones((B, T, D)), jnp.zeros((B, H)), jnp.zeros((B, H)), jnp.ones((D - 1, 4 * H)),
           jnp.ones((H, 4 * H)), jnp.zeros((4 * H,))]
   with pytest.raises(Exception, match=r"w_ih has shape \[4, 16\], expected \[5, 16\]"):
-    jax.block_until_ready(call(*args))
+    jax.block_until_ready(call(*args, reverse=False))

@@ -158,7 +158,7 @@ def test_unroll_selects_pallas_only_when_asked():
     assert not kernels.pallas_supports(other)
     with pytest.raises(ValueError, match="cell: no Pallas kernel"):
       rnn_jax.unroll(other, other.init(jax.random.key(0), 3), xs, implementation="pallas")
-  with pytest.raises(ValueError, match="expected auto, scan, fused or pallas"):
+  with pytest.raises(ValueError, match="expected auto, scan, fused, pallas or onednn"):
     rnn_jax.unroll(cell, params, xs, implementation="triton")
 
 

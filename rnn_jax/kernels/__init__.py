@@ -7,9 +7,14 @@ backward pass. They take bfloat16 params and inputs (float32 accumulation,
 gate math and carry).
 `implementation="pallas"` runs a plain LSTM through the Pallas kernels of
 `pallas_lstm` (interpret mode off the GPU); "auto" never picks them.
+`implementation="onednn"` runs a plain float32 LSTM through oneDNN's LSTM primitive on
+the CPU (`rnn_jax.kernels.onednn`, an XLA FFI call); where the extension cannot be built
+or loaded it warns once and runs the fused kernel. "auto" does not pick it yet.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import jax.numpy as jnp
 
@@ -17,6 +22,7 @@ from rnn_jax.cells.base import Cell
 from rnn_jax.cells.lstm import LSTMState
 from rnn_jax.kernels.fused_gru import gru_sequence
 from rnn_jax.kernels.fused_lstm import lstm_sequence
+from rnn_jax.kernels import onednn
 from rnn_jax.kernels.pallas_lstm import lstm_sequence_pallas
 
 
@@ -78,5 +84,40 @@ def pallas_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
   return jnp.swapaxes(ys, 0, 1), LSTMState(h_n, c_n)
 
 
+def onednn_supports(cell: Cell) -> bool:
+  """True when oneDNN's LSTM primitive computes exactly what `cell.step` does: a plain LSTM."""
+  return pallas_supports(cell)
+
+
+_onednn_fallback_warned = False
+
+
+def onednn_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
+                  initial_carry=None):
+  """`unroll` through oneDNN (`kernels.onednn.lstm_sequence`): `xs [B, T, D]` ->
+  `(ys [B, T, H], LSTMState)`. When the extension is unavailable, warns once per process
+  (with the reason) and runs `fused_unroll` instead: the same function."""
+  global _onednn_fallback_warned
+  if not onednn_supports(cell):
+    raise ValueError(f"cell: no oneDNN kernel for {cell.name} with {cell.hparams} "
+                     "(only a plain LSTM)")
+  B = xs.shape[0]
+  if initial_carry is None:
+    initial_carry = cell.initial_carry((B,), xs.dtype)
+  ok, reason = onednn.available()
+  if not ok:
+    if not _onednn_fallback_warned:
+      warnings.warn(f"implementation='onednn': the oneDNN extension is unavailable ({reason}); "
+                    "running the fused XLA kernel instead (pip install 'rnn-jax[onednn]')",
+                    RuntimeWarning, stacklevel=3)
+      _onednn_fallback_warned = True
+    return fused_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
+                        initial_carry=initial_carry)
+  ys, final = onednn.lstm_sequence(params, xs, initial_carry.h, initial_carry.c,
+                                   seq_lengths, reverse)
+  return ys, final
+
+
 __all__ = ["fused_supports", "fused_unroll", "gru_sequence", "lstm_sequence",
-           "lstm_sequence_pallas", "pallas_supports", "pallas_unroll"]
+           "lstm_sequence_pallas", "onednn_supports", "onednn_unroll", "pallas_supports",
+           "pallas_unroll"]

@@ -10,8 +10,8 @@ coupled gates, no layer norm), values and gradients:
     c_t = σ(z_f) ⊙ c_{t-1} + σ(z_i) ⊙ tanh(z_g)
     h_t = σ(z_o) ⊙ tanh(c_t),   y_t = h_t
 
-Scope of this first step (issue #21): one layer, one direction (left to right), float32, no
-lengths. `lstm_sequence` is a `jax.custom_vjp`:
+Scope so far (issue #21): one layer, either direction, per-row lengths, float32.
+`lstm_sequence` is a `jax.custom_vjp` around two FFI calls:
 
   * forward: one FFI call (`rnn_jax_onednn_lstm_fwd`) runs `dnnl::lstm_forward` with
     `prop_kind::forward_training` and returns `ys`, `h_n`, `c_n` and oneDNN's workspace (opaque
@@ -33,19 +33,30 @@ free reshapes inside the C++ memory descriptors:
     two biases sum into it); without `b` (`use_bias=False`) zeros are passed;
   * `h0, c0, h_n, c_n [B, H]` = `ldnc` `[1, 1, B, H]`.
 
-Lengths (not handled yet). oneDNN has no per-example lengths, and a padded step is not a no-op
-for an LSTM (a zero input still moves h and c), so `unroll`'s rule (the carry stops at `len_b`,
-outputs past it are zero) needs the calls split at the lengths. Ways to measure against each
-other: (a) masking: cut [0, T) at the distinct lengths and run each span on the whole batch as
-one call, its initial carry the previous span's, with `jnp.where` keeping the carry of rows
-already finished and zeroing their outputs (every row runs all T steps; the carry is exact; one
-call per distinct length); masking the outputs of ONE full call is not enough, since `c_t` at
-`t = len_b - 1` is not an output (only `h_t` is, in `ys`; the workspace that holds the c's is
-opaque); (b) per-length groups: sort by length and run only the rows still active in each span,
-a sub-batch per call (no wasted steps, smaller GEMMs; oneDNN's `rnn_training_f32` example does
-this for two lengths). Both are differentiable through the same custom_vjp per call. `reverse`
-with lengths: in (b) each group's valid span is contiguous, so oneDNN's right-to-left direction
-runs it; (a) needs each row's valid part reversed first (a gather).
+Direction. `reverse=True` without lengths is oneDNN's own right-to-left direction (an
+attribute of both handlers): no copy.
+
+Lengths: one call, and a hold column. oneDNN has no per-row lengths, and a padded step is not
+a no-op for an LSTM (a zero input still moves h and c), so `unroll`'s rule (outputs past
+`len_b` are zero, the carry is the one at step `len_b - 1`) needs more than masking the
+outputs of one call: `c` at `len_b - 1` is not an output (only the `h_t` are, in `ys`; the
+workspace that holds the c's is opaque). What `lstm_sequence` does instead: it appends one
+input column that is 1 on padded steps and 0 on valid ones, `[B, T, D + 1]`, and one row to
+W_ih, `[D + 1, 4H]`, that adds -1e30 to z_i and +1e30 to z_f. On a padded step oneDNN's
+sigmoids then give i = 0 and f = 1 exactly in float32 (its exp saturates), so
+`c_t = f c_{t-1} + i g = c_{t-1}`: the cell state passes through unchanged to `c_n`, and in the
+backward pass `dc` passes back through unchanged while every gate's derivative on a padded step
+is 0 (the saturated sigmoids' σ(1 - σ), and g and o reach nothing: i = 0, and the padded
+outputs are masked). `h_n` is `ys` at each row's last valid step (a gather; `h0` for length
+0), and `ys` is zeroed past each length. One oneDNN call of all T steps for every row:
+padded steps cost what valid ones do. The extra column costs one copy of `xs` and one more
+input channel. Reverse with lengths: each row's valid part is reversed in place first (a
+gather: position t reads `len_b - 1 - t`) and the same gather puts the outputs back.
+Per-length groups (one call per span between distinct lengths, on only the rows still
+running, as oneDNN's `rnn_training_f32` example does for two lengths) would skip the padded
+steps, but under `jit` the lengths are values, not shapes: the spans and sub-batches are
+unknown when XLA compiles, so the groups would have to be cut inside the C++ handler at run
+time (a primitive per span, a workspace sized for the worst case); not done.
 
 How it is built, and why. `pip install -e '.[test]'` must never fail because of this
 extension, so nothing is compiled at install time: the optional extra `onednn` installs oneDNN
@@ -78,6 +89,10 @@ process (PyTorch's LSTM, also OpenMP, 3.5 to 3.8 s instead of 0.32 s). oneDNN's 
 runtime on XLA's pool (as XLA's own oneDNN calls do) would avoid that, but no PyPI wheel ships
 that build.
 
+Through the library: `rnn_jax.unroll(..., implementation="onednn")` and the layers'
+`implementation="onednn"` (`layers.rnn`, `layers.bidirectional`) call `lstm_sequence` for a
+plain LSTM cell; where `available()` is False they warn once and run the fused kernel.
+
 Transformations: `jit` and `grad` (the custom_vjp); `vmap` runs the FFI calls one batch element
 at a time (`vmap_method="sequential"`, correct but not fast). The handlers are registered for
 the CPU platform only.
@@ -86,6 +101,7 @@ the CPU platform only.
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -117,16 +133,17 @@ def _register(library: ctypes.CDLL) -> None:
 
 def _configure(library: ctypes.CDLL) -> None:
   library.RnnJaxOnednnLstmWorkspaceBytes.restype = ctypes.c_int64
-  library.RnnJaxOnednnLstmWorkspaceBytes.argtypes = [ctypes.c_int64] * 4 + [
+  library.RnnJaxOnednnLstmWorkspaceBytes.argtypes = [ctypes.c_int64] * 5 + [
       ctypes.c_char_p, ctypes.c_int64]
   library.RnnJaxOnednnVersion.restype = ctypes.c_int64
   library.RnnJaxOnednnVersion.argtypes = []
 
 
-def _workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int) -> int:
+def _workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int,
+                     reverse: bool = False) -> int:
   """The bytes of workspace oneDNN's forward_training writes; raises with oneDNN's message."""
   error = ctypes.create_string_buffer(1024)
-  size = library.RnnJaxOnednnLstmWorkspaceBytes(T, B, D, H, error, len(error))
+  size = library.RnnJaxOnednnLstmWorkspaceBytes(T, B, D, H, int(reverse), error, len(error))
   if size < 0:
     raise RuntimeError(f"oneDNN LSTM (T={T}, B={B}, D={D}, H={H}): "
                        f"{error.value.decode(errors='replace')}")
@@ -183,7 +200,8 @@ def _check(params, xs, h0, c0) -> None:
       raise TypeError(f"{name}: the oneDNN LSTM takes float32 only for now, got {a.dtype}")
 
 
-def lstm_sequence(params, xs: Array, h0: Array, c0: Array) -> tuple[Array, LSTMState]:
+def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None = None,
+                  reverse: bool = False) -> tuple[Array, LSTMState]:
   """Runs a plain LSTM over `xs [B, T, D]` with oneDNN: `(ys [B, T, H], LSTMState(h_n, c_n))`.
 
   Args:
@@ -191,53 +209,94 @@ def lstm_sequence(params, xs: Array, h0: Array, c0: Array) -> tuple[Array, LSTMS
       gate order i, f, g, o; float32.
     xs: inputs `[B, T, D]` (batch-major, as `rnn_jax.unroll` takes them), float32.
     h0, c0: the initial carry `[B, H]`, float32.
+    lengths: `[B]` int lengths in `[0, T]`, or None (all T): `unroll`'s padding contract,
+      outputs past a row's length are zero and its carry is the one at its last valid step
+      (see "Lengths" in the module docstring for how one oneDNN call keeps it).
+    reverse: run each row's valid part from its end to t = 0 (outputs at their positions).
 
   Returns:
     `ys [B, T, H]` (every `h_t`) and the final carry `LSTMState(h_n, c_n)`, each `[B, H]`:
-    what `rnn_jax.unroll(cells.lstm(H), params, xs, initial_carry=LSTMState(h0, c0))` returns.
-    Differentiable (`jax.custom_vjp`, oneDNN's backward primitive) in params, xs, h0 and c0.
+    what `rnn_jax.unroll(cells.lstm(H), params, xs, seq_lengths=lengths, reverse=reverse,
+    initial_carry=LSTMState(h0, c0))` returns. Differentiable (`jax.custom_vjp`, oneDNN's
+    backward primitive) in params, xs, h0 and c0.
 
   Raises:
     RuntimeError: the extension is unavailable (the reason is `available()[1]`).
   """
   _check(params, xs, h0, c0)
   B, T, _ = xs.shape
+  H = h0.shape[-1]
+  if lengths is not None:
+    lengths = jnp.asarray(lengths)
+    if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
+      raise ValueError(f"lengths: expected [B] = {(B,)} integers, got {lengths.shape} "
+                       f"{lengths.dtype}")
   if B == 0 or T == 0:  # oneDNN takes no empty dimension; nothing runs, the carry passes
-    return jnp.zeros((B, T, h0.shape[-1]), jnp.float32), LSTMState(h0, c0)
-  return _lstm(params, xs, h0, c0)
+    return jnp.zeros((B, T, H), jnp.float32), LSTMState(h0, c0)
+  if lengths is None:
+    ys, h_n, c_n = _lstm(params, xs, h0, c0, bool(reverse))
+    return ys, LSTMState(h_n, c_n)
+  return _lstm_with_lengths(params, xs, h0, c0, lengths.astype(jnp.int32), bool(reverse))
+
+
+# The hold column's weight: on a padded step z_i = -HOLD and z_f = +HOLD (plus the step's own
+# few units), far past where float32's sigmoid reaches 0 and 1.
+HOLD = 1e30
+
+
+def _lstm_with_lengths(params, xs, h0, c0, lengths, reverse: bool):
+  """`unroll`'s padding contract around one left-to-right oneDNN call (module docstring)."""
+  B, T, _ = xs.shape
+  H = h0.shape[-1]
+  steps = jnp.arange(T)
+  valid = steps[None, :] < lengths[:, None]  # [B, T]
+  if reverse:  # each row's valid part reversed in place; padded steps stay where they are
+    order = jnp.where(valid, lengths[:, None] - 1 - steps[None, :], steps[None, :])  # [B, T]
+    xs = jnp.take_along_axis(xs, order[..., None], axis=1)
+  padded = (~valid)[..., None].astype(xs.dtype)  # [B, T, 1]: the hold column
+  hold = jnp.concatenate([jnp.full((1, H), -HOLD), jnp.full((1, H), HOLD),
+                          jnp.zeros((1, 2 * H))], axis=1).astype(jnp.float32)  # [1, 4H]
+  held = dict(params, w_ih=jnp.concatenate([params["w_ih"], hold], axis=0))  # [D + 1, 4H]
+  ys, _, c_n = _lstm(held, jnp.concatenate([xs, padded], axis=-1), h0, c0, False)
+  last = jnp.take_along_axis(ys, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+  h_n = jnp.where((lengths > 0)[:, None], last, h0)  # h at each row's last valid step
+  ys = jnp.where(valid[..., None], ys, 0.0)
+  if reverse:
+    ys = jnp.take_along_axis(ys, order[..., None], axis=1)  # the same permutation undoes it
+  return ys, LSTMState(h_n, c_n)
 
 
 def _bias(params, H: int) -> Array:
   return params["b"] if "b" in params else jnp.zeros((4 * H,), jnp.float32)
 
 
-def _forward(params, xs, h0, c0):
+def _forward(params, xs, h0, c0, reverse: bool):
   """The FFI forward: `(ys [B, T, H], h_n [B, H], c_n [B, H], workspace [N] uint8)`."""
   B, T, D = xs.shape
   H = h0.shape[-1]
-  workspace = _workspace_bytes(_library(), T, B, D, H)
+  workspace = _workspace_bytes(_library(), T, B, D, H, reverse)
   f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
   call = jax.ffi.ffi_call(FORWARD_TARGET,
                           (f32((B, T, H)), f32((B, H)), f32((B, H)),
                            jax.ShapeDtypeStruct((workspace,), jnp.uint8)),
                           vmap_method="sequential")
-  return call(xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H))
+  return call(xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H), reverse=reverse)
 
 
-@jax.custom_vjp
-def _lstm(params, xs, h0, c0):
-  ys, h_n, c_n, _ = _forward(params, xs, h0, c0)
-  return ys, LSTMState(h_n, c_n)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _lstm(params, xs, h0, c0, reverse):
+  ys, h_n, c_n, _ = _forward(params, xs, h0, c0, reverse)
+  return ys, h_n, c_n
 
 
-def _lstm_fwd(params, xs, h0, c0):
-  ys, h_n, c_n, workspace = _forward(params, xs, h0, c0)
-  return (ys, LSTMState(h_n, c_n)), (params, xs, h0, c0, ys, h_n, c_n, workspace)
+def _lstm_fwd(params, xs, h0, c0, reverse):
+  ys, h_n, c_n, workspace = _forward(params, xs, h0, c0, reverse)
+  return (ys, h_n, c_n), (params, xs, h0, c0, ys, h_n, c_n, workspace)
 
 
-def _lstm_bwd(saved, cotangents):
+def _lstm_bwd(reverse, saved, cotangents):
   params, xs, h0, c0, ys, h_n, c_n, workspace = saved
-  d_ys, (dh_n, dc_n) = cotangents
+  d_ys, dh_n, dc_n = cotangents
   H = h0.shape[-1]
   call = jax.ffi.ffi_call(BACKWARD_TARGET,
                           (jax.ShapeDtypeStruct(xs.shape, jnp.float32),
@@ -249,7 +308,7 @@ def _lstm_bwd(saved, cotangents):
                           vmap_method="sequential")
   d_xs, dh0, dc0, dw_ih, dw_hh, db = call(
       xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H), ys, h_n, c_n,
-      d_ys, dh_n, dc_n, workspace)
+      d_ys, dh_n, dc_n, workspace, reverse=reverse)
   d_params = {"w_ih": dw_ih, "w_hh": dw_hh}
   if "b" in params:
     d_params["b"] = db
@@ -259,9 +318,10 @@ def _lstm_bwd(saved, cotangents):
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
-def workspace_bytes(B: int, T: int, D: int, H: int) -> int:
-  """The bytes of oneDNN workspace one differentiated call saves for its backward pass."""
-  return _workspace_bytes(_library(), T, B, D, H)
+def workspace_bytes(B: int, T: int, D: int, H: int, reverse: bool = False) -> int:
+  """The bytes of oneDNN workspace one differentiated call saves for its backward pass (with
+  lengths, the call's D is one more: the hold column)."""
+  return _workspace_bytes(_library(), T, B, D, H, reverse)
 
 
 __all__ = ["BACKWARD_TARGET", "FORWARD_TARGET", "LSTMState", "available", "lstm_sequence",

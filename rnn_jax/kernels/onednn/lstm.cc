@@ -2,7 +2,8 @@
 // jax.experimental.rnn). Built and loaded by rnn_jax/kernels/onednn/build.py; the Python side,
 // the layouts and the contract are in rnn_jax/kernels/onednn/__init__.py.
 //
-// One layer, one direction (left to right), float32. Layouts, all as JAX hands them over:
+// One layer, one direction (left to right, or right to left with the attribute `reverse`),
+// float32. Layouts, all as JAX hands them over:
 //   x [B, T, D]   y, dy [B, T, H]   (oneDNN's "ntc": batch-major, no transpose)
 //   h0, c0, h_n, c_n [B, H]         (oneDNN's "ldnc" with l = d = 1)
 //   w_ih [D, 4H]  w_hh [H, 4H]      (oneDNN's "ldigo": [1, 1, D or H, 4, H], gates i, f, g, o)
@@ -10,11 +11,11 @@
 //   workspace [N] bytes             (opaque: what forward_training saves for the backward)
 //
 // Handlers:
-//   RnnJaxOnednnLstmForward(x, h0, c0, w_ih, w_hh, b) -> (y, h_n, c_n, workspace)
-//   RnnJaxOnednnLstmBackward(x, h0, c0, w_ih, w_hh, b, y, h_n, c_n, dy, dh_n, dc_n, workspace)
-//       -> (dx, dh0, dc0, dw_ih, dw_hh, db)
-// and a plain C function, RnnJaxOnednnLstmWorkspaceBytes(T, B, D, H, ...), that the Python side
-// calls at trace time to size the workspace output (and at load time as a probe).
+//   RnnJaxOnednnLstmForward(x, h0, c0, w_ih, w_hh, b; reverse) -> (y, h_n, c_n, workspace)
+//   RnnJaxOnednnLstmBackward(x, h0, c0, w_ih, w_hh, b, y, h_n, c_n, dy, dh_n, dc_n, workspace;
+//                            reverse) -> (dx, dh0, dc0, dw_ih, dw_hh, db)
+// and a plain C function, RnnJaxOnednnLstmWorkspaceBytes(T, B, D, H, reverse, ...), that the
+// Python side calls at trace time to size the workspace output (and at load time as a probe).
 
 #include <cstdint>
 #include <cstring>
@@ -48,9 +49,15 @@ dnnl::engine& CpuEngine() {
   return engine;
 }
 
-// The user-side memory descriptors of one call: sizes T, B, D, H.
+// The user-side memory descriptors of one call: sizes T, B, D, H, and the direction.
 struct Shapes {
   int64_t T, B, D, H;
+  bool reverse = false;
+
+  dnnl::rnn_direction direction() const {
+    return reverse ? dnnl::rnn_direction::unidirectional_right2left
+                   : dnnl::rnn_direction::unidirectional_left2right;
+  }
 
   // Logical dims are always (t, n, c); the tag ntc lays them out batch-major.
   dnnl::memory::desc layer(int64_t C) const { return {{T, B, C}, dt::f32, tag::ntc}; }
@@ -64,8 +71,7 @@ struct Shapes {
 
 dnnl::lstm_forward::primitive_desc ForwardDesc(const Shapes& s) {
   return dnnl::lstm_forward::primitive_desc(
-      CpuEngine(), dnnl::prop_kind::forward_training,
-      dnnl::rnn_direction::unidirectional_left2right, s.layer(s.D), s.state(), s.state(),
+      CpuEngine(), dnnl::prop_kind::forward_training, s.direction(), s.layer(s.D), s.state(), s.state(),
       s.weights(s.D), s.weights(s.H), s.bias(), s.layer(s.H), s.state(), s.state());
 }
 
@@ -74,8 +80,7 @@ dnnl::lstm_backward::primitive_desc BackwardDesc(const Shapes& s,
   // Weights as the backward primitive prefers them (oneDNN transposes them to ldgoi for the
   // backward GEMMs); gradients in the user's ldigo.
   return dnnl::lstm_backward::primitive_desc(
-      CpuEngine(), dnnl::prop_kind::backward, dnnl::rnn_direction::unidirectional_left2right,
-      s.layer(s.D), s.state(), s.state(), s.weights_any(s.D), s.weights_any(s.H), s.bias(),
+      CpuEngine(), dnnl::prop_kind::backward, s.direction(), s.layer(s.D), s.state(), s.state(), s.weights_any(s.D), s.weights_any(s.H), s.bias(),
       s.layer(s.H), s.state(), s.state(),
       s.layer(s.D), s.state(), s.state(), s.weights(s.D), s.weights(s.H), s.bias(),
       s.layer(s.H), s.state(), s.state(), fwd);
@@ -116,10 +121,11 @@ dnnl::memory AsLayout(dnnl::memory user, const dnnl::memory::desc& md, dnnl::str
 }
 
 ffi::Error LstmForwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
-                           OutF32R3 y, OutF32R2 h_n, OutF32R2 c_n, OutBytes workspace) {
+                           bool reverse, OutF32R3 y, OutF32R2 h_n, OutF32R2 c_n,
+                           OutBytes workspace) {
   try {
     auto xd = x.dimensions();
-    Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1]};
+    Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1], reverse};
     RETURN_IF_ERROR(CheckShape("h0", h0.dimensions(), {s.B, s.H}));
     RETURN_IF_ERROR(CheckShape("c0", c0.dimensions(), {s.B, s.H}));
     RETURN_IF_ERROR(CheckShape("w_ih", w_ih.dimensions(), {s.D, 4 * s.H}));
@@ -156,11 +162,11 @@ ffi::Error LstmForwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, 
 
 ffi::Error LstmBackwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
                             F32R3 y, F32R2 h_n, F32R2 c_n, F32R3 dy, F32R2 dh_n, F32R2 dc_n,
-                            Bytes workspace, OutF32R3 dx, OutF32R2 dh0, OutF32R2 dc0,
-                            OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
+                            Bytes workspace, bool reverse, OutF32R3 dx, OutF32R2 dh0,
+                            OutF32R2 dc0, OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
   try {
     auto xd = x.dimensions();
-    Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1]};
+    Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1], reverse};
     for (auto [name, dims] : {std::pair{"h0", h0.dimensions()}, {"c0", c0.dimensions()},
                               {"h_n", h_n.dimensions()}, {"c_n", c_n.dimensions()},
                               {"dh_n", dh_n.dimensions()}, {"dc_n", dc_n.dimensions()},
@@ -231,6 +237,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmForward, LstmForwardImpl,
                                   .Arg<F32R2>()  // w_ih [D, 4H]
                                   .Arg<F32R2>()  // w_hh [H, 4H]
                                   .Arg<F32R1>()  // b [4H]
+                                  .Attr<bool>("reverse")
                                   .Ret<F32R3>()  // y [B, T, H]
                                   .Ret<F32R2>()  // h_n [B, H]
                                   .Ret<F32R2>()  // c_n [B, H]
@@ -251,6 +258,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmBackward, LstmBackwardImpl,
                                   .Arg<F32R2>()  // dh_n [B, H]
                                   .Arg<F32R2>()  // dc_n [B, H]
                                   .Arg<Bytes>()   // workspace
+                                  .Attr<bool>("reverse")
                                   .Ret<F32R3>()  // dx [B, T, D]
                                   .Ret<F32R2>()  // dh0 [B, H]
                                   .Ret<F32R2>()  // dc0 [B, H]
@@ -261,9 +269,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmBackward, LstmBackwardImpl,
 // The workspace forward_training writes, in bytes; or -1, with oneDNN's message copied into
 // `error` (at most `error_size` bytes, NUL-terminated).
 extern "C" int64_t RnnJaxOnednnLstmWorkspaceBytes(int64_t T, int64_t B, int64_t D, int64_t H,
-                                                  char* error, int64_t error_size) {
+                                                  int64_t reverse, char* error,
+                                                  int64_t error_size) {
   try {
-    return static_cast<int64_t>(ForwardDesc(Shapes{T, B, D, H}).workspace_desc().get_size());
+    Shapes s{T, B, D, H, reverse != 0};
+    return static_cast<int64_t>(ForwardDesc(s).workspace_desc().get_size());
   } catch (const std::exception& e) {
     if (error != nullptr && error_size > 0) {
       std::strncpy(error, e.what(), error_size - 1);
