@@ -16,6 +16,9 @@ turns round-robin so every implementation sees the same machine state:
                   CPU `--host_devices=2` makes two host devices of one machine's cores
   rnn_jax/pallas  `implementation="pallas"`: the persistent Pallas LSTM kernel (LSTM only;
                   on a GPU; `--pallas_interpret` runs it interpreted on the CPU, slowly)
+  rnn_jax/onednn  `implementation="onednn"`: oneDNN's LSTM / GRU primitives through an XLA
+                  FFI call (CPU only; needs the `onednn` extra; its threads are OpenMP's,
+                  `OMP_NUM_THREADS`, not XLA's)
   flax            `flax.linen.RNN(OptimizedLSTMCell / GRUCell)`
   torch           `torch.nn.LSTM / nn.GRU` on the CPU (oneDNN), CUDA when present
   jax_cudnn       `jax.experimental.rnn.lstm`, JAX's cuDNN LSTM (LSTM only; it has no
@@ -88,7 +91,7 @@ from absl import app, flags
 import rnn_jax
 from benchmarks import timing
 from rnn_jax import cells, kernels, training
-from rnn_jax.kernels import pallas_lstm
+from rnn_jax.kernels import onednn, pallas_lstm
 
 _CELLS = flags.DEFINE_list("cells", ["lstm", "gru"], "Cells to time.")
 _SIZES = flags.DEFINE_list("sizes", ["32x512x100", "64x256x200", "8x1024x50", "64x64x30",
@@ -96,7 +99,7 @@ _SIZES = flags.DEFINE_list("sizes", ["32x512x100", "64x256x200", "8x1024x50", "6
 _TURNS = flags.DEFINE_integer("turns", 3, "Round-robin turns.")
 _MIN_TIME = flags.DEFINE_float("min_time", 0.3, "Seconds of repeats per measurement.")
 _IMPLS = flags.DEFINE_list("implementations", ["rnn_jax/scan", "rnn_jax/fused", "rnn_jax/fused_bf16",
-                                               "rnn_jax/fused_dp", "rnn_jax/pallas", "flax",
+                                               "rnn_jax/fused_dp", "rnn_jax/pallas", "rnn_jax/onednn", "flax",
                                                "torch", "jax_cudnn", "gemm_limit"],
                             "What to time (rnn_jax/fused_dp only with several devices; "
                             "rnn_jax/pallas and jax_cudnn only on a GPU).")
@@ -165,6 +168,12 @@ def unavailable(impl: str, cell_name: str, H: int) -> str | None:
     return "needs a GPU: jax.experimental.rnn.lstm has no CPU lowering"
   if impl == "rnn_jax/fused_dp" and len(jax.devices()) == 1:
     return "1 device; on the CPU pass --host_devices=2"
+  if impl == "rnn_jax/onednn":
+    if jax.default_backend() != "cpu":
+      return "a CPU kernel only"
+    ok, reason = onednn.available()
+    if not ok:
+      return f"the oneDNN extension is unavailable: {reason}"
   return None
 
 
@@ -174,7 +183,8 @@ def jax_fns(cell_name, impl, B, H, T):
   xs = jax.random.normal(jax.random.key(1), (B, T, H))
   if impl.startswith("rnn_jax/fused") and not kernels.fused_supports(cell):
     return None
-  implementation = {"rnn_jax/scan": "scan", "rnn_jax/pallas": "pallas"}.get(impl, "fused")
+  implementation = {"rnn_jax/scan": "scan", "rnn_jax/pallas": "pallas",
+                    "rnn_jax/onednn": "onednn"}.get(impl, "fused")
   if impl == "rnn_jax/fused_bf16":
     params, xs = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), (params, xs))
   if impl == "rnn_jax/fused_dp":  # the batch split over every device, params replicated

@@ -176,13 +176,78 @@ def test_rejects_what_it_does_not_compute():
     onednn.lstm_sequence(peephole, xs, h0, c0)
 
 
+# ------------------------------------------------------------ GRU, both forms
+
+# (B, T, D, H, lengths)
+GRU_CASES = [(5, 7, 3, 4, [7, 0, 3, 1, 6]), (2, 1, 4, 6, [1, 0])]
+
+
+def _gru_setup(B, T, D, H, reset_after, use_bias=True, seed=7):
+  cell = cells.gru(H, reset_after=reset_after, use_bias=use_bias)
+  keys = jax.random.split(jax.random.key(seed), 4)
+  params = jax.tree_util.tree_map(lambda a: a + 0.3 * jax.random.normal(keys[1], a.shape),
+                                  cell.init(keys[0], D))
+  return cell, params, jax.random.normal(keys[2], (B, T, D)), jax.random.normal(keys[3], (B, H))
+
+
+@needs_onednn
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [False, True])
+@pytest.mark.parametrize("reset_after", [False, True])
+@pytest.mark.parametrize("B,T,D,H,seq_lengths", GRU_CASES)
+def test_gru_equals_scan(B, T, D, H, seq_lengths, reset_after, lengths, reverse):
+  """Cho et al.'s GRU (vanilla_gru) and cuDNN's (lbr_gru): values and gradients against the
+  scan, with and without lengths, both directions."""
+  cell, params, xs, h0 = _gru_setup(B, T, D, H, reset_after)
+  lengths = jnp.array(seq_lengths) if lengths else None
+  ours = lambda p, x, h: onednn.gru_sequence(p, x, h, lengths, reverse, reset_after)
+  scan = lambda p, x, h: rnn_jax.unroll(cell, p, x, seq_lengths=lengths, reverse=reverse,
+                                        initial_carry=h, implementation="scan")
+  _close(jax.jit(ours)(params, xs, h0), scan(params, xs, h0))
+
+  def loss(run):
+    def value(p, x, h):
+      ys, h_n = run(p, x, h)
+      w = jnp.arange(ys.size, dtype=ys.dtype).reshape(ys.shape) / ys.size
+      return jnp.sum(w * ys) + jnp.sum(jnp.sin(h_n))
+    return jax.jit(jax.grad(value, argnums=(0, 1, 2)))
+
+  grads = loss(ours)(params, xs, h0)
+  assert jax.tree_util.tree_structure(grads[0]) == jax.tree_util.tree_structure(params)
+  _close(grads, loss(scan)(params, xs, h0), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("reset_after", [False, True])
+def test_gru_without_bias_equals_the_loop(reset_after):
+  cell, params, xs, h0 = _gru_setup(3, 5, 2, 4, reset_after, use_bias=False, seed=8)
+  lengths = jnp.array([5, 2, 0])
+  for reverse in (False, True):
+    _close(onednn.gru_sequence(params, xs, h0, lengths, reverse, reset_after),
+           rnn_jax.unroll_reference(cell, params, xs, seq_lengths=lengths, reverse=reverse,
+                                    initial_carry=h0))
+
+
+@needs_onednn
+def test_gru_rejects_what_it_does_not_compute():
+  cell, params, xs, h0 = _gru_setup(2, 3, 3, 4, reset_after=True)
+  with pytest.raises(ValueError, match="b_hn"):
+    onednn.gru_sequence(params, xs, h0, reset_after=False)  # a reset_after GRU's params
+  per_sequence = dict(params, b=jnp.zeros((2, 12)))
+  with pytest.raises(ValueError, match="per-sequence bias"):
+    onednn.gru_sequence(per_sequence, xs, h0, reset_after=True)
+  with pytest.raises(TypeError, match="float32"):
+    onednn.gru_sequence(params, xs.astype(jnp.bfloat16), h0, reset_after=True)
+
+
 # ------------------------------------------------------------ through unroll and the layers
 
 
 @needs_onednn
 def test_unroll_and_a_bidirectional_layer_run_on_onednn():
   """`implementation="onednn"` reaches the FFI call (in the jaxpr) and equals the scan, for
-  `unroll` and for a bidirectional layer (the backward direction reversed per length)."""
+  `unroll` (LSTM and GRU) and for a bidirectional layer (the backward direction reversed per
+  length)."""
   from rnn_jax import layers
   cell, params, xs, h0, c0 = _setup(4, 6, 3, 5, seed=5)
   lengths = jnp.array([6, 3, 0, 5])
@@ -191,6 +256,11 @@ def test_unroll_and_a_bidirectional_layer_run_on_onednn():
   jaxpr = str(jax.make_jaxpr(lambda: run("onednn"))())
   assert onednn.FORWARD_TARGET in jaxpr
   _close(run("onednn"), run("scan"))
+  gru, gru_params, _, _ = _gru_setup(4, 6, 3, 5, reset_after=True)
+  run_gru = lambda impl: rnn_jax.unroll(gru, gru_params, xs, seq_lengths=lengths, reverse=True,
+                                        implementation=impl)
+  assert onednn.GRU_FORWARD_TARGET in str(jax.make_jaxpr(lambda: run_gru("onednn"))())
+  _close(run_gru("onednn"), run_gru("scan"))
   layer = lambda impl: layers.bidirectional(cell, implementation=impl)
   bi_params = layer("scan").init(jax.random.key(1), 3)
   loss = lambda impl: jax.grad(lambda p: jnp.sum(
@@ -202,7 +272,8 @@ def test_unroll_and_a_bidirectional_layer_run_on_onednn():
 
 def test_unroll_refuses_cells_onednn_does_not_compute():
   xs = jnp.ones((2, 3, 4))
-  for cell in (cells.gru(4), cells.lstm(4, peephole=True), cells.lstm(4, layer_norm=True)):
+  for cell in (cells.simple_rnn(4), cells.lstm(4, peephole=True), cells.lstm(4, coupled=True),
+               cells.lstm(4, layer_norm=True)):
     with pytest.raises(ValueError, match="no oneDNN kernel"):
       rnn_jax.unroll(cell, cell.init(jax.random.key(0), 4), xs, implementation="onednn")
 
@@ -258,7 +329,7 @@ def test_unavailable_when_no_wheel_is_installed(fresh_load, monkeypatch):
 def test_unavailable_when_the_build_fails(fresh_load, monkeypatch):
   monkeypatch.setenv("CXX", "false")  # a "compiler" that fails at once
   ok, reason = onednn.available()
-  assert not ok and "compiling lstm.cc failed" in reason
+  assert not ok and "compiling rnn.cc failed" in reason
   assert not list((fresh_load / "cache").rglob(build.LIBRARY_NAME))  # nothing half-built kept
 
 

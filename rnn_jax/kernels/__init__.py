@@ -7,7 +7,7 @@ backward pass. They take bfloat16 params and inputs (float32 accumulation,
 gate math and carry).
 `implementation="pallas"` runs a plain LSTM through the Pallas kernels of
 `pallas_lstm` (interpret mode off the GPU); "auto" never picks them.
-`implementation="onednn"` runs a plain float32 LSTM through oneDNN's LSTM primitive on
+`implementation="onednn"` runs a plain float32 LSTM or GRU through oneDNN's primitives on
 the CPU (`rnn_jax.kernels.onednn`, an XLA FFI call); where the extension cannot be built
 or loaded it warns once and runs the fused kernel. "auto" does not pick it yet.
 """
@@ -85,8 +85,9 @@ def pallas_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
 
 
 def onednn_supports(cell: Cell) -> bool:
-  """True when oneDNN's LSTM primitive computes exactly what `cell.step` does: a plain LSTM."""
-  return pallas_supports(cell)
+  """True when oneDNN's primitives compute exactly what `cell.step` does: a plain LSTM, or a
+  GRU of either form."""
+  return pallas_supports(cell) or cell.name == "gru"
 
 
 _onednn_fallback_warned = False
@@ -94,13 +95,13 @@ _onednn_fallback_warned = False
 
 def onednn_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
                   initial_carry=None):
-  """`unroll` through oneDNN (`kernels.onednn.lstm_sequence`): `xs [B, T, D]` ->
-  `(ys [B, T, H], LSTMState)`. When the extension is unavailable, warns once per process
+  """`unroll` through oneDNN (`kernels.onednn.lstm_sequence` / `gru_sequence`): `xs [B, T, D]`
+  -> `(ys [B, T, H], final carry)`. When the extension is unavailable, warns once per process
   (with the reason) and runs `fused_unroll` instead: the same function."""
   global _onednn_fallback_warned
   if not onednn_supports(cell):
     raise ValueError(f"cell: no oneDNN kernel for {cell.name} with {cell.hparams} "
-                     "(only a plain LSTM)")
+                     "(only a plain LSTM or a GRU)")
   B = xs.shape[0]
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)
@@ -113,9 +114,11 @@ def onednn_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
       _onednn_fallback_warned = True
     return fused_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
                         initial_carry=initial_carry)
-  ys, final = onednn.lstm_sequence(params, xs, initial_carry.h, initial_carry.c,
-                                   seq_lengths, reverse)
-  return ys, final
+  if cell.name == "gru":
+    return onednn.gru_sequence(params, xs, initial_carry, seq_lengths, reverse,
+                               cell.hparams["reset_after"])
+  return onednn.lstm_sequence(params, xs, initial_carry.h, initial_carry.c, seq_lengths,
+                              reverse)
 
 
 __all__ = ["fused_supports", "fused_unroll", "gru_sequence", "lstm_sequence",

@@ -61,7 +61,7 @@ time (a primitive per span, a workspace sized for the worst case); not done.
 How it is built, and why. `pip install -e '.[test]'` must never fail because of this
 extension, so nothing is compiled at install time: the optional extra `onednn` installs oneDNN
 from PyPI (headers and `libdnnl.so`), and the first call of `available()` or `lstm_sequence`
-compiles `lstm.cc` with one `g++` call (about 4 s here, on a loaded machine) into a cache
+compiles `rnn.cc` with one `g++` call (about 4 s here, on a loaded machine) into a cache
 directory keyed by a hash of the source, jaxlib's version, the oneDNN found and the compiler
 (`build.py`), loads it with ctypes, and registers its two handlers with
 `jax.ffi.register_ffi_target` (a plain shared library exporting `XLA_FFI_DEFINE_HANDLER_SYMBOL`s
@@ -102,6 +102,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +114,8 @@ Array = jax.Array
 
 FORWARD_TARGET = "rnn_jax_onednn_lstm_fwd"
 BACKWARD_TARGET = "rnn_jax_onednn_lstm_bwd"
+GRU_FORWARD_TARGET = "rnn_jax_onednn_gru_fwd"
+GRU_BACKWARD_TARGET = "rnn_jax_onednn_gru_bwd"
 
 # (library, description) once loaded, (None, reason) once it failed; None before the first try.
 _loaded: tuple[ctypes.CDLL | None, str] | None = None
@@ -128,12 +131,19 @@ def _register(library: ctypes.CDLL) -> None:
                               platform="cpu")
   jax.ffi.register_ffi_target(BACKWARD_TARGET,
                               jax.ffi.pycapsule(library.RnnJaxOnednnLstmBackward), platform="cpu")
+  jax.ffi.register_ffi_target(GRU_FORWARD_TARGET,
+                              jax.ffi.pycapsule(library.RnnJaxOnednnGruForward), platform="cpu")
+  jax.ffi.register_ffi_target(GRU_BACKWARD_TARGET,
+                              jax.ffi.pycapsule(library.RnnJaxOnednnGruBackward), platform="cpu")
   _registered = True
 
 
 def _configure(library: ctypes.CDLL) -> None:
   library.RnnJaxOnednnLstmWorkspaceBytes.restype = ctypes.c_int64
   library.RnnJaxOnednnLstmWorkspaceBytes.argtypes = [ctypes.c_int64] * 5 + [
+      ctypes.c_char_p, ctypes.c_int64]
+  library.RnnJaxOnednnGruWorkspaceBytes.restype = ctypes.c_int64
+  library.RnnJaxOnednnGruWorkspaceBytes.argtypes = [ctypes.c_int64] * 6 + [
       ctypes.c_char_p, ctypes.c_int64]
   library.RnnJaxOnednnVersion.restype = ctypes.c_int64
   library.RnnJaxOnednnVersion.argtypes = []
@@ -146,6 +156,18 @@ def _workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int,
   size = library.RnnJaxOnednnLstmWorkspaceBytes(T, B, D, H, int(reverse), error, len(error))
   if size < 0:
     raise RuntimeError(f"oneDNN LSTM (T={T}, B={B}, D={D}, H={H}): "
+                       f"{error.value.decode(errors='replace')}")
+  return size
+
+
+def _gru_workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int, reverse: bool,
+                         linear_before_reset: bool) -> int:
+  """The GRU's workspace bytes (as `_workspace_bytes`)."""
+  error = ctypes.create_string_buffer(1024)
+  size = library.RnnJaxOnednnGruWorkspaceBytes(T, B, D, H, int(reverse),
+                                               int(linear_before_reset), error, len(error))
+  if size < 0:
+    raise RuntimeError(f"oneDNN GRU (T={T}, B={B}, D={D}, H={H}): "
                        f"{error.value.decode(errors='replace')}")
   return size
 
@@ -244,26 +266,51 @@ def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None
 HOLD = 1e30
 
 
-def _lstm_with_lengths(params, xs, h0, c0, lengths, reverse: bool):
-  """`unroll`'s padding contract around one left-to-right oneDNN call (module docstring)."""
-  B, T, _ = xs.shape
-  H = h0.shape[-1]
+class _Held(NamedTuple):
+  """A batch with lengths, as one left-to-right oneDNN call over all T steps takes it."""
+  xs: Array      # [B, T, D + 1]: each row's valid part (reversed in place for reverse), then
+                 # the hold column, 1 on padded steps
+  valid: Array   # [B, T] bool
+  order: Array | None  # [B, T]: the in-place reversal (its own inverse); None when forward
+
+
+def _hold(xs, lengths, reverse: bool) -> _Held:
+  """`xs [B, T, D]` with its hold column, and what `_release` needs (module docstring)."""
+  T = xs.shape[1]
   steps = jnp.arange(T)
   valid = steps[None, :] < lengths[:, None]  # [B, T]
+  order = None
   if reverse:  # each row's valid part reversed in place; padded steps stay where they are
     order = jnp.where(valid, lengths[:, None] - 1 - steps[None, :], steps[None, :])  # [B, T]
     xs = jnp.take_along_axis(xs, order[..., None], axis=1)
-  padded = (~valid)[..., None].astype(xs.dtype)  # [B, T, 1]: the hold column
-  hold = jnp.concatenate([jnp.full((1, H), -HOLD), jnp.full((1, H), HOLD),
-                          jnp.zeros((1, 2 * H))], axis=1).astype(jnp.float32)  # [1, 4H]
-  held = dict(params, w_ih=jnp.concatenate([params["w_ih"], hold], axis=0))  # [D + 1, 4H]
-  ys, _, c_n = _lstm(held, jnp.concatenate([xs, padded], axis=-1), h0, c0, False)
+  padded = (~valid)[..., None].astype(xs.dtype)  # [B, T, 1]
+  return _Held(jnp.concatenate([xs, padded], axis=-1), valid, order)
+
+
+def _release(ys, held: _Held) -> Array:
+  """The call's `ys [B, T, H]` -> `unroll`'s: zero past each length, back in place."""
+  ys = jnp.where(held.valid[..., None], ys, 0.0)
+  if held.order is not None:
+    ys = jnp.take_along_axis(ys, held.order[..., None], axis=1)  # the same permutation
+  return ys
+
+
+def _with_hold_row(w_ih, *gates_hold) -> Array:
+  """`w_ih [D, G H]` with the hold column's row appended, `[D + 1, G H]`: per gate, the value
+  added to its pre-activation on a padded step."""
+  H = w_ih.shape[1] // len(gates_hold)
+  row = jnp.concatenate([jnp.full((1, H), v, jnp.float32) for v in gates_hold], axis=1)
+  return jnp.concatenate([w_ih, row], axis=0)
+
+
+def _lstm_with_lengths(params, xs, h0, c0, lengths, reverse: bool):
+  """`unroll`'s padding contract around one left-to-right oneDNN call (module docstring)."""
+  held = _hold(xs, lengths, reverse)
+  w_ih = _with_hold_row(params["w_ih"], -HOLD, HOLD, 0.0, 0.0)  # i = 0, f = 1
+  ys, _, c_n = _lstm(dict(params, w_ih=w_ih), held.xs, h0, c0, False)
   last = jnp.take_along_axis(ys, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
   h_n = jnp.where((lengths > 0)[:, None], last, h0)  # h at each row's last valid step
-  ys = jnp.where(valid[..., None], ys, 0.0)
-  if reverse:
-    ys = jnp.take_along_axis(ys, order[..., None], axis=1)  # the same permutation undoes it
-  return ys, LSTMState(h_n, c_n)
+  return _release(ys, held), LSTMState(h_n, c_n)
 
 
 def _bias(params, H: int) -> Array:
@@ -318,11 +365,121 @@ def _lstm_bwd(reverse, saved, cotangents):
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
+# ------------------------------------------------------------------------------------ GRU
+
+
+def _check_gru(params, xs, h0, reset_after: bool) -> None:
+  B, T, D = xs.shape
+  H = h0.shape[-1]
+  expected = {"w_ih": (D, 3 * H), "w_hh": (H, 3 * H), "b": (3 * H,)}
+  if reset_after:
+    expected["b_hn"] = (H,)
+  for name, shape in expected.items():
+    if name in params and params[name].shape != shape:
+      hint = (" (a per-sequence bias [B, 3H] runs on the scan or fused kernels only)"
+              if name == "b" and params[name].ndim == 2 else "")
+      raise ValueError(f"params[{name!r}]: expected {shape}, got {params[name].shape}{hint}")
+  if set(params) - set(expected) or not {"w_ih", "w_hh"} <= set(params):
+    raise ValueError(f"params: expected a GRU's w_ih, w_hh (and b"
+                     f"{', b_hn' if reset_after else ''}) for reset_after={reset_after}, "
+                     f"got {sorted(params)}")
+  if h0.shape != (B, H):
+    raise ValueError(f"h0: expected [B, H] = {(B, H)}, got {h0.shape}")
+  for name, a in (("xs", xs), ("h0", h0), *params.items()):
+    if a.dtype != jnp.float32:
+      raise TypeError(f"{name}: the oneDNN GRU takes float32 only for now, got {a.dtype}")
+
+
+def _to_onednn_gates(w: Array) -> Array:
+  """`cells.gru`'s gate order r, z, n along the last axis -> oneDNN's u (= z), r, o (= n)."""
+  r, z, n = jnp.split(w, 3, axis=-1)
+  return jnp.concatenate([z, r, n], axis=-1)
+
+
+def gru_sequence(params, xs: Array, h0: Array, lengths: Array | None = None,
+                 reverse: bool = False, reset_after: bool = False) -> tuple[Array, Array]:
+  """Runs a GRU over `xs [B, T, D]` with oneDNN: `(ys [B, T, H], h_n [B, H])`.
+
+  `reset_after=False` is Cho et al.'s form (oneDNN's `vanilla_gru`), `reset_after=True`
+  cuDNN's and PyTorch's (oneDNN's `lbr_gru`, with `b_hn` as its fourth bias gate): what
+  `rnn_jax.unroll(cells.gru(H, reset_after=...), params, xs, seq_lengths=lengths,
+  reverse=reverse, initial_carry=h0)` returns, values and gradients. The gates are
+  permuted from `cells.gru`'s r, z, n into oneDNN's u, r, o around the call (the gradients
+  come back through the same permutation). Lengths: the hold column as for the LSTM, here
+  only z = +HOLD (u = 1 keeps h exactly, so `h_n` is oneDNN's own). float32; a per-sequence
+  bias `[B, 3H]` is not taken.
+  """
+  _check_gru(params, xs, h0, reset_after)
+  B, T, _ = xs.shape
+  H = h0.shape[-1]
+  if lengths is not None:
+    lengths = jnp.asarray(lengths)
+    if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
+      raise ValueError(f"lengths: expected [B] = {(B,)} integers, got {lengths.shape} "
+                       f"{lengths.dtype}")
+  if B == 0 or T == 0:
+    return jnp.zeros((B, T, H), jnp.float32), h0
+  b = params["b"] if "b" in params else jnp.zeros((3 * H,), jnp.float32)
+  weights = {"w_ih": _to_onednn_gates(params["w_ih"]),
+             "w_hh": _to_onednn_gates(params["w_hh"]), "b": _to_onednn_gates(b)}
+  if reset_after:
+    b_hn = params["b_hn"] if "b_hn" in params else jnp.zeros((H,), jnp.float32)
+    weights["b"] = jnp.concatenate([weights["b"], b_hn])  # [4H]: u, r, o, u'
+  if lengths is None:
+    return _gru(weights, xs, h0, bool(reverse), reset_after)
+  held = _hold(xs, lengths.astype(jnp.int32), bool(reverse))
+  weights["w_ih"] = _with_hold_row(weights["w_ih"], HOLD, 0.0, 0.0)  # u = 1: h passes
+  ys, h_n = _gru(weights, held.xs, h0, False, reset_after)
+  return _release(ys, held), h_n
+
+
+def _gru_forward(weights, xs, h0, reverse: bool, lbr: bool):
+  """The FFI forward: `(ys [B, T, H], h_n [B, H], workspace [N] uint8)`."""
+  B, T, D = xs.shape
+  H = h0.shape[-1]
+  workspace = _gru_workspace_bytes(_library(), T, B, D, H, reverse, lbr)
+  call = jax.ffi.ffi_call(GRU_FORWARD_TARGET,
+                          (jax.ShapeDtypeStruct((B, T, H), jnp.float32),
+                           jax.ShapeDtypeStruct((B, H), jnp.float32),
+                           jax.ShapeDtypeStruct((workspace,), jnp.uint8)),
+                          vmap_method="sequential")
+  return call(xs, h0, weights["w_ih"], weights["w_hh"], weights["b"], reverse=reverse,
+              linear_before_reset=lbr)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _gru(weights, xs, h0, reverse, lbr):
+  ys, h_n, _ = _gru_forward(weights, xs, h0, reverse, lbr)
+  return ys, h_n
+
+
+def _gru_fwd(weights, xs, h0, reverse, lbr):
+  ys, h_n, workspace = _gru_forward(weights, xs, h0, reverse, lbr)
+  return (ys, h_n), (weights, xs, h0, ys, h_n, workspace)
+
+
+def _gru_bwd(reverse, lbr, saved, cotangents):
+  weights, xs, h0, ys, h_n, workspace = saved
+  d_ys, dh_n = cotangents
+  like = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
+  call = jax.ffi.ffi_call(GRU_BACKWARD_TARGET,
+                          (like(xs), like(h0), like(weights["w_ih"]), like(weights["w_hh"]),
+                           like(weights["b"])),
+                          vmap_method="sequential")
+  d_xs, dh0, dw_ih, dw_hh, db = call(xs, h0, weights["w_ih"], weights["w_hh"], weights["b"],
+                                     ys, h_n, d_ys, dh_n, workspace, reverse=reverse,
+                                     linear_before_reset=lbr)
+  return {"w_ih": dw_ih, "w_hh": dw_hh, "b": db}, d_xs, dh0
+
+
+_gru.defvjp(_gru_fwd, _gru_bwd)
+
+
 def workspace_bytes(B: int, T: int, D: int, H: int, reverse: bool = False) -> int:
   """The bytes of oneDNN workspace one differentiated call saves for its backward pass (with
   lengths, the call's D is one more: the hold column)."""
   return _workspace_bytes(_library(), T, B, D, H, reverse)
 
 
-__all__ = ["BACKWARD_TARGET", "FORWARD_TARGET", "LSTMState", "available", "lstm_sequence",
-           "workspace_bytes"]
+__all__ = ["BACKWARD_TARGET", "FORWARD_TARGET", "GRU_BACKWARD_TARGET", "GRU_FORWARD_TARGET",
+           "LSTMState", "available", "gru_sequence", "lstm_sequence", "workspace_bytes"]

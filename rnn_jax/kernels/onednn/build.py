@@ -1,4 +1,4 @@
-"""Finds oneDNN, compiles `lstm.cc` against it and jaxlib's FFI headers, caches and loads it.
+"""Finds oneDNN, compiles `rnn.cc` against it and jaxlib's FFI headers, caches and loads it.
 
 The library is built on first use, by one direct compiler call (no CMake: one source file,
 one shared library), into a cache directory keyed by a hash of everything the binary depends
@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import tempfile
 
-SOURCE = pathlib.Path(__file__).with_name("lstm.cc")
+SOURCE = pathlib.Path(__file__).with_name("rnn.cc")
 LIBRARY_NAME = "librnn_jax_onednn.so"
 # (headers, runtime) distribution pairs, in the order they are tried.
 WHEELS = (("onednn-devel-cpu-gomp", "onednn-cpu-gomp"),

@@ -1,5 +1,5 @@
-// oneDNN's LSTM primitives as XLA FFI handlers (the CPU's counterpart of the cuDNN calls in
-// jax.experimental.rnn). Built and loaded by rnn_jax/kernels/onednn/build.py; the Python side,
+// oneDNN's LSTM and GRU primitives as XLA FFI handlers (the CPU's counterpart of the cuDNN
+// calls in jax.experimental.rnn). Built and loaded by rnn_jax/kernels/onednn/build.py; the Python side,
 // the layouts and the contract are in rnn_jax/kernels/onednn/__init__.py.
 //
 // One layer, one direction (left to right, or right to left with the attribute `reverse`),
@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -53,6 +54,8 @@ dnnl::engine& CpuEngine() {
 struct Shapes {
   int64_t T, B, D, H;
   bool reverse = false;
+  int64_t G = 4;   // gates: 4 (LSTM: i, f, c~, o), 3 (GRU: u, r, o)
+  int64_t BG = 4;  // bias gates: G, or 4 for the linear-before-reset GRU (u, r, o, u')
 
   dnnl::rnn_direction direction() const {
     return reverse ? dnnl::rnn_direction::unidirectional_right2left
@@ -62,11 +65,11 @@ struct Shapes {
   // Logical dims are always (t, n, c); the tag ntc lays them out batch-major.
   dnnl::memory::desc layer(int64_t C) const { return {{T, B, C}, dt::f32, tag::ntc}; }
   dnnl::memory::desc state() const { return {{1, 1, B, H}, dt::f32, tag::ldnc}; }
-  dnnl::memory::desc weights(int64_t C) const { return {{1, 1, C, 4, H}, dt::f32, tag::ldigo}; }
+  dnnl::memory::desc weights(int64_t C) const { return {{1, 1, C, G, H}, dt::f32, tag::ldigo}; }
   dnnl::memory::desc weights_any(int64_t C) const {
-    return {{1, 1, C, 4, H}, dt::f32, tag::any};
+    return {{1, 1, C, G, H}, dt::f32, tag::any};
   }
-  dnnl::memory::desc bias() const { return {{1, 1, 4, H}, dt::f32, tag::ldgo}; }
+  dnnl::memory::desc bias() const { return {{1, 1, BG, H}, dt::f32, tag::ldgo}; }
 };
 
 dnnl::lstm_forward::primitive_desc ForwardDesc(const Shapes& s) {
@@ -227,6 +230,171 @@ ffi::Error LstmBackwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh,
   return ffi::Error::Success();
 }
 
+
+// ------------------------------------------------------------------------------------ GRU
+//
+// Cho et al.'s GRU (oneDNN's vanilla_gru: r scales h before the recurrent matmul) or the
+// linear-before-reset form (oneDNN's lbr_gru, cuDNN's and PyTorch's: r scales U h + b_u').
+// Gate order u, r, o (the Python side permutes cells.gru's r, z, n into it); the lbr bias has
+// a fourth gate, u' (cells.gru's b_hn). Layouts as the LSTM's, without the cell state:
+//   x [B, T, D]  y, dy [B, T, H]  h0, h_n [B, H]  w_ih [D, 3H]  w_hh [H, 3H]  b [3H] or [4H]
+// Handlers:
+//   RnnJaxOnednnGruForward(x, h0, w_ih, w_hh, b; reverse, linear_before_reset)
+//       -> (y, h_n, workspace)
+//   RnnJaxOnednnGruBackward(x, h0, w_ih, w_hh, b, y, h_n, dy, dh_n, workspace; reverse,
+//                           linear_before_reset) -> (dx, dh0, dw_ih, dw_hh, db)
+
+Shapes GruShapes(int64_t T, int64_t B, int64_t D, int64_t H, bool reverse, bool lbr) {
+  return Shapes{T, B, D, H, reverse, 3, lbr ? 4 : 3};
+}
+
+template <class Fwd>
+typename Fwd::primitive_desc GruForwardDesc(const Shapes& s) {
+  return typename Fwd::primitive_desc(
+      CpuEngine(), dnnl::prop_kind::forward_training, s.direction(), s.layer(s.D), s.state(),
+      s.weights(s.D), s.weights(s.H), s.bias(), s.layer(s.H), s.state());
+}
+
+template <class Fwd, class Bwd>
+typename Bwd::primitive_desc GruBackwardDesc(const Shapes& s,
+                                             const typename Fwd::primitive_desc& fwd) {
+  return typename Bwd::primitive_desc(
+      CpuEngine(), dnnl::prop_kind::backward, s.direction(), s.layer(s.D), s.state(),
+      s.weights_any(s.D), s.weights_any(s.H), s.bias(), s.layer(s.H), s.state(),
+      s.layer(s.D), s.state(), s.weights(s.D), s.weights(s.H), s.bias(), s.layer(s.H),
+      s.state(), fwd);
+}
+
+int64_t GruWorkspaceSize(const Shapes& s, bool lbr) {
+  return static_cast<int64_t>(
+      lbr ? GruForwardDesc<dnnl::lbr_gru_forward>(s).workspace_desc().get_size()
+          : GruForwardDesc<dnnl::gru_forward>(s).workspace_desc().get_size());
+}
+
+ffi::Error CheckGruShapes(const Shapes& s, ffi::Span<const int64_t> h0,
+                          ffi::Span<const int64_t> w_ih, ffi::Span<const int64_t> w_hh,
+                          ffi::Span<const int64_t> b) {
+  RETURN_IF_ERROR(CheckShape("h0", h0, {s.B, s.H}));
+  RETURN_IF_ERROR(CheckShape("w_ih", w_ih, {s.D, 3 * s.H}));
+  RETURN_IF_ERROR(CheckShape("w_hh", w_hh, {s.H, 3 * s.H}));
+  return CheckShape("b", b, {s.BG * s.H});
+}
+
+template <class Fwd>
+void GruForwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
+                   OutF32R3 y, OutF32R2 h_n, OutBytes workspace) {
+  auto pd = GruForwardDesc<Fwd>(s);
+  if (pd.workspace_desc().get_size() != workspace->element_count()) {
+    throw std::runtime_error("workspace of " + std::to_string(workspace->element_count()) +
+                             " bytes, the primitive wants " +
+                             std::to_string(pd.workspace_desc().get_size()));
+  }
+  dnnl::stream stream(CpuEngine());
+  Fwd(pd).execute(stream,
+                  {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
+                   {DNNL_ARG_SRC_ITER, Wrap(s.state(), h0.untyped_data())},
+                   {DNNL_ARG_WEIGHTS_LAYER, Wrap(s.weights(s.D), w_ih.untyped_data())},
+                   {DNNL_ARG_WEIGHTS_ITER, Wrap(s.weights(s.H), w_hh.untyped_data())},
+                   {DNNL_ARG_BIAS, Wrap(s.bias(), b.untyped_data())},
+                   {DNNL_ARG_DST_LAYER, Wrap(s.layer(s.H), y->untyped_data())},
+                   {DNNL_ARG_DST_ITER, Wrap(s.state(), h_n->untyped_data())},
+                   {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace->untyped_data())}});
+  stream.wait();
+}
+
+ffi::Error GruForwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, bool reverse,
+                          bool linear_before_reset, OutF32R3 y, OutF32R2 h_n,
+                          OutBytes workspace) {
+  try {
+    auto xd = x.dimensions();
+    Shapes s = GruShapes(xd[1], xd[0], xd[2], h0.dimensions()[1], reverse, linear_before_reset);
+    RETURN_IF_ERROR(CheckGruShapes(s, h0.dimensions(), w_ih.dimensions(), w_hh.dimensions(),
+                                   b.dimensions()));
+    RETURN_IF_ERROR(CheckShape("y", y->dimensions(), {s.B, s.T, s.H}));
+    RETURN_IF_ERROR(CheckShape("h_n", h_n->dimensions(), {s.B, s.H}));
+    if (linear_before_reset) {
+      GruForwardRun<dnnl::lbr_gru_forward>(s, x, h0, w_ih, w_hh, b, y, h_n, workspace);
+    } else {
+      GruForwardRun<dnnl::gru_forward>(s, x, h0, w_ih, w_hh, b, y, h_n, workspace);
+    }
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("oneDNN GRU forward: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+template <class Fwd, class Bwd>
+void GruBackwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
+                    F32R3 y, F32R2 h_n, F32R3 dy, F32R2 dh_n, Bytes workspace, OutF32R3 dx,
+                    OutF32R2 dh0, OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
+  auto fwd = GruForwardDesc<Fwd>(s);
+  auto pd = GruBackwardDesc<Fwd, Bwd>(s, fwd);
+  if (pd.workspace_desc().get_size() != workspace.element_count()) {
+    throw std::runtime_error("workspace of " + std::to_string(workspace.element_count()) +
+                             " bytes, the primitive wants " +
+                             std::to_string(pd.workspace_desc().get_size()));
+  }
+  dnnl::stream stream(CpuEngine());
+  auto w_layer = AsLayout(Wrap(s.weights(s.D), w_ih.untyped_data()), pd.weights_layer_desc(),
+                          stream);
+  auto w_iter = AsLayout(Wrap(s.weights(s.H), w_hh.untyped_data()), pd.weights_iter_desc(),
+                         stream);
+  // oneDNN adds the weight gradients to what the diff_weights buffers hold.
+  std::memset(dw_ih->untyped_data(), 0, dw_ih->size_bytes());
+  std::memset(dw_hh->untyped_data(), 0, dw_hh->size_bytes());
+  std::memset(db->untyped_data(), 0, db->size_bytes());
+  Bwd(pd).execute(
+      stream, {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
+               {DNNL_ARG_SRC_ITER, Wrap(s.state(), h0.untyped_data())},
+               {DNNL_ARG_WEIGHTS_LAYER, w_layer},
+               {DNNL_ARG_WEIGHTS_ITER, w_iter},
+               {DNNL_ARG_BIAS, Wrap(s.bias(), b.untyped_data())},
+               {DNNL_ARG_DST_LAYER, Wrap(s.layer(s.H), y.untyped_data())},
+               {DNNL_ARG_DST_ITER, Wrap(s.state(), h_n.untyped_data())},
+               {DNNL_ARG_DIFF_DST_LAYER, Wrap(s.layer(s.H), dy.untyped_data())},
+               {DNNL_ARG_DIFF_DST_ITER, Wrap(s.state(), dh_n.untyped_data())},
+               {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace.untyped_data())},
+               {DNNL_ARG_DIFF_SRC_LAYER, Wrap(s.layer(s.D), dx->untyped_data())},
+               {DNNL_ARG_DIFF_SRC_ITER, Wrap(s.state(), dh0->untyped_data())},
+               {DNNL_ARG_DIFF_WEIGHTS_LAYER, Wrap(s.weights(s.D), dw_ih->untyped_data())},
+               {DNNL_ARG_DIFF_WEIGHTS_ITER, Wrap(s.weights(s.H), dw_hh->untyped_data())},
+               {DNNL_ARG_DIFF_BIAS, Wrap(s.bias(), db->untyped_data())}});
+  stream.wait();
+}
+
+ffi::Error GruBackwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, F32R3 y,
+                           F32R2 h_n, F32R3 dy, F32R2 dh_n, Bytes workspace, bool reverse,
+                           bool linear_before_reset, OutF32R3 dx, OutF32R2 dh0,
+                           OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
+  try {
+    auto xd = x.dimensions();
+    Shapes s = GruShapes(xd[1], xd[0], xd[2], h0.dimensions()[1], reverse, linear_before_reset);
+    RETURN_IF_ERROR(CheckGruShapes(s, h0.dimensions(), w_ih.dimensions(), w_hh.dimensions(),
+                                   b.dimensions()));
+    for (auto [name, dims] : {std::pair{"h_n", h_n.dimensions()}, {"dh_n", dh_n.dimensions()},
+                              {"dh0", dh0->dimensions()}}) {
+      RETURN_IF_ERROR(CheckShape(name, dims, {s.B, s.H}));
+    }
+    for (auto [name, dims] : {std::pair{"y", y.dimensions()}, {"dy", dy.dimensions()}}) {
+      RETURN_IF_ERROR(CheckShape(name, dims, {s.B, s.T, s.H}));
+    }
+    RETURN_IF_ERROR(CheckShape("dx", dx->dimensions(), {s.B, s.T, s.D}));
+    RETURN_IF_ERROR(CheckShape("dw_ih", dw_ih->dimensions(), {s.D, 3 * s.H}));
+    RETURN_IF_ERROR(CheckShape("dw_hh", dw_hh->dimensions(), {s.H, 3 * s.H}));
+    RETURN_IF_ERROR(CheckShape("db", db->dimensions(), {s.BG * s.H}));
+    if (linear_before_reset) {
+      GruBackwardRun<dnnl::lbr_gru_forward, dnnl::lbr_gru_backward>(
+          s, x, h0, w_ih, w_hh, b, y, h_n, dy, dh_n, workspace, dx, dh0, dw_ih, dw_hh, db);
+    } else {
+      GruBackwardRun<dnnl::gru_forward, dnnl::gru_backward>(
+          s, x, h0, w_ih, w_hh, b, y, h_n, dy, dh_n, workspace, dx, dh0, dw_ih, dw_hh, db);
+    }
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("oneDNN GRU backward: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmForward, LstmForwardImpl,
@@ -274,6 +442,55 @@ extern "C" int64_t RnnJaxOnednnLstmWorkspaceBytes(int64_t T, int64_t B, int64_t 
   try {
     Shapes s{T, B, D, H, reverse != 0};
     return static_cast<int64_t>(ForwardDesc(s).workspace_desc().get_size());
+  } catch (const std::exception& e) {
+    if (error != nullptr && error_size > 0) {
+      std::strncpy(error, e.what(), error_size - 1);
+      error[error_size - 1] = '\0';
+    }
+    return -1;
+  }
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruForward, GruForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R3>()  // x [B, T, D]
+                                  .Arg<F32R2>()  // h0 [B, H]
+                                  .Arg<F32R2>()  // w_ih [D, 3H]
+                                  .Arg<F32R2>()  // w_hh [H, 3H]
+                                  .Arg<F32R1>()  // b [3H] or [4H]
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("linear_before_reset")
+                                  .Ret<F32R3>()  // y [B, T, H]
+                                  .Ret<F32R2>()  // h_n [B, H]
+                                  .Ret<Bytes>());  // workspace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruBackward, GruBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R3>()  // x [B, T, D]
+                                  .Arg<F32R2>()  // h0 [B, H]
+                                  .Arg<F32R2>()  // w_ih [D, 3H]
+                                  .Arg<F32R2>()  // w_hh [H, 3H]
+                                  .Arg<F32R1>()  // b [3H] or [4H]
+                                  .Arg<F32R3>()  // y [B, T, H]
+                                  .Arg<F32R2>()  // h_n [B, H]
+                                  .Arg<F32R3>()  // dy [B, T, H]
+                                  .Arg<F32R2>()  // dh_n [B, H]
+                                  .Arg<Bytes>()   // workspace
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("linear_before_reset")
+                                  .Ret<F32R3>()  // dx [B, T, D]
+                                  .Ret<F32R2>()  // dh0 [B, H]
+                                  .Ret<F32R2>()  // dw_ih [D, 3H]
+                                  .Ret<F32R2>()  // dw_hh [H, 3H]
+                                  .Ret<F32R1>());  // db [3H] or [4H]
+
+// The GRU's workspace in bytes, or -1 with oneDNN's message (as the LSTM's).
+extern "C" int64_t RnnJaxOnednnGruWorkspaceBytes(int64_t T, int64_t B, int64_t D, int64_t H,
+                                                 int64_t reverse, int64_t linear_before_reset,
+                                                 char* error, int64_t error_size) {
+  try {
+    return GruWorkspaceSize(GruShapes(T, B, D, H, reverse != 0, linear_before_reset != 0),
+                            linear_before_reset != 0);
   } catch (const std::exception& e) {
     if (error != nullptr && error_size > 0) {
       std::strncpy(error, e.what(), error_size - 1);
