@@ -297,6 +297,45 @@ def test_unroll_falls_back_to_the_fused_kernel_with_one_warning(monkeypatch):
     run("onednn")
 
 
+SHARDED_CHECK = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+import rnn_jax
+from rnn_jax import cells
+mesh = Mesh(np.asarray(jax.devices()), ("data",))
+assert mesh.size == 2, jax.devices()
+for cell in (cells.lstm(6), cells.gru(6), cells.gru(6, reset_after=True)):
+  params = cell.init(jax.random.key(0), 4)
+  xs = jax.random.normal(jax.random.key(1), (4, 5, 4))
+  lengths = jnp.array([5, 2, 0, 4])
+
+  def loss(p, x, lengths, implementation):
+    ys, final = rnn_jax.unroll(cell, p, x, seq_lengths=lengths, implementation=implementation)
+    return jnp.sum(jnp.sin(ys)) + jnp.sum(jax.tree_util.tree_leaves(final)[0] ** 2)
+
+  want = jax.grad(loss, argnums=(0, 1))(params, xs, lengths, "scan")
+  sharded = jax.shard_map(lambda p, x, l: jax.grad(loss, argnums=(0, 1))(p, x, l, "onednn"),
+                          mesh=mesh, in_specs=(P(), P("data"), P("data")),
+                          out_specs=(P(), P("data")))
+  got = jax.jit(sharded)(params, xs, lengths)
+  for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=cell.name)
+print("SHARDED_ONEDNN_OK")
+"""
+
+
+@needs_onednn
+def test_inside_shard_map_gradients_equal_one_device():
+  """Under `jax.shard_map` over 2 host devices (the batch split, params replicated), each
+  device's oneDNN calls see its own rows and the weight gradients are summed over the
+  devices: the single-device scan's gradients, for the LSTM and both GRUs."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", SHARDED_CHECK], env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert "SHARDED_ONEDNN_OK" in out.stdout, out.stderr[-3000:]
+
+
 # ------------------------------------------------------------ a missing extension
 
 

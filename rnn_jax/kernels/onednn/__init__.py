@@ -94,8 +94,10 @@ Through the library: `rnn_jax.unroll(..., implementation="onednn")` and the laye
 plain LSTM cell; where `available()` is False they warn once and run the fused kernel.
 
 Transformations: `jit` and `grad` (the custom_vjp); `vmap` runs the FFI calls one batch element
-at a time (`vmap_method="sequential"`, correct but not fast). The handlers are registered for
-the CPU platform only.
+at a time (`vmap_method="sequential"`, correct but not fast); inside `jax.shard_map` each device
+calls oneDNN on its own rows (`_ffi` types the call for shard_map's varying axes; the replicated
+weights' gradients are summed over the devices, `cotangent_like`). The handlers are registered
+for the CPU platform only.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ import jax.numpy as jnp
 
 from rnn_jax.cells.lstm import LSTMState
 from rnn_jax.kernels.onednn import build
+from rnn_jax.varying import cotangent_like, varying_axes, varying_over
 
 Array = jax.Array
 
@@ -266,6 +269,15 @@ def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None
 HOLD = 1e30
 
 
+def _ffi(call, *operands, **attributes):
+  """`call(*operands, **attributes)` typed for `jax.shard_map`: an `ffi_call` wants all its
+  operands to vary over the same mesh axes and types its results as varying over none, so
+  the operands are cast to the union of their axes (replicated weights beside batch-split
+  inputs) and so are the results (each device's own rows). Outside shard_map: the call."""
+  axes = frozenset().union(*(varying_axes(a) for a in operands))
+  return varying_over(call(*varying_over(operands, axes), **attributes), axes)
+
+
 class _Held(NamedTuple):
   """A batch with lengths, as one left-to-right oneDNN call over all T steps takes it."""
   xs: Array      # [B, T, D + 1]: each row's valid part (reversed in place for reverse), then
@@ -327,7 +339,8 @@ def _forward(params, xs, h0, c0, reverse: bool):
                           (f32((B, T, H)), f32((B, H)), f32((B, H)),
                            jax.ShapeDtypeStruct((workspace,), jnp.uint8)),
                           vmap_method="sequential")
-  return call(xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H), reverse=reverse)
+  return _ffi(call, xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H),
+              reverse=reverse)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -353,13 +366,15 @@ def _lstm_bwd(reverse, saved, cotangents):
                            jax.ShapeDtypeStruct(params["w_hh"].shape, jnp.float32),
                            jax.ShapeDtypeStruct((4 * H,), jnp.float32)),
                           vmap_method="sequential")
-  d_xs, dh0, dc0, dw_ih, dw_hh, db = call(
-      xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H), ys, h_n, c_n,
+  d_xs, dh0, dc0, dw_ih, dw_hh, db = _ffi(
+      call, xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H), ys, h_n, c_n,
       d_ys, dh_n, dc_n, workspace, reverse=reverse)
   d_params = {"w_ih": dw_ih, "w_hh": dw_hh}
   if "b" in params:
     d_params["b"] = db
-  return d_params, d_xs, dh0, dc0
+  # Inside shard_map: the replicated inputs' gradients summed over the batch's axes.
+  d_params = {k: cotangent_like(g, params[k]) for k, g in d_params.items()}
+  return d_params, d_xs, cotangent_like(dh0, h0), cotangent_like(dc0, c0)
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
@@ -443,7 +458,7 @@ def _gru_forward(weights, xs, h0, reverse: bool, lbr: bool):
                            jax.ShapeDtypeStruct((B, H), jnp.float32),
                            jax.ShapeDtypeStruct((workspace,), jnp.uint8)),
                           vmap_method="sequential")
-  return call(xs, h0, weights["w_ih"], weights["w_hh"], weights["b"], reverse=reverse,
+  return _ffi(call, xs, h0, weights["w_ih"], weights["w_hh"], weights["b"], reverse=reverse,
               linear_before_reset=lbr)
 
 
@@ -466,10 +481,12 @@ def _gru_bwd(reverse, lbr, saved, cotangents):
                           (like(xs), like(h0), like(weights["w_ih"]), like(weights["w_hh"]),
                            like(weights["b"])),
                           vmap_method="sequential")
-  d_xs, dh0, dw_ih, dw_hh, db = call(xs, h0, weights["w_ih"], weights["w_hh"], weights["b"],
-                                     ys, h_n, d_ys, dh_n, workspace, reverse=reverse,
-                                     linear_before_reset=lbr)
-  return {"w_ih": dw_ih, "w_hh": dw_hh, "b": db}, d_xs, dh0
+  d_xs, dh0, dw_ih, dw_hh, db = _ffi(call, xs, h0, weights["w_ih"], weights["w_hh"],
+                                     weights["b"], ys, h_n, d_ys, dh_n, workspace,
+                                     reverse=reverse, linear_before_reset=lbr)
+  d_weights = {"w_ih": dw_ih, "w_hh": dw_hh, "b": db}
+  d_weights = {k: cotangent_like(g, weights[k]) for k, g in d_weights.items()}
+  return d_weights, d_xs, cotangent_like(dh0, h0)
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd)
