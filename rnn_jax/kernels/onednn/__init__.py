@@ -225,6 +225,16 @@ def _check(params, xs, h0, c0) -> None:
       raise TypeError(f"{name}: the oneDNN LSTM takes float32 only for now, got {a.dtype}")
 
 
+def _checked_lengths(lengths, B: int) -> Array | None:
+  if lengths is None:
+    return None
+  lengths = jnp.asarray(lengths)
+  if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
+    raise ValueError(f"lengths: expected [B] = {(B,)} integers, got {lengths.shape} "
+                     f"{lengths.dtype}")
+  return lengths
+
+
 def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None = None,
                   reverse: bool = False) -> tuple[Array, LSTMState]:
   """Runs a plain LSTM over `xs [B, T, D]` with oneDNN: `(ys [B, T, H], LSTMState(h_n, c_n))`.
@@ -251,11 +261,7 @@ def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None
   _check(params, xs, h0, c0)
   B, T, _ = xs.shape
   H = h0.shape[-1]
-  if lengths is not None:
-    lengths = jnp.asarray(lengths)
-    if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
-      raise ValueError(f"lengths: expected [B] = {(B,)} integers, got {lengths.shape} "
-                       f"{lengths.dtype}")
+  lengths = _checked_lengths(lengths, B)
   if B == 0 or T == 0:  # oneDNN takes no empty dimension; nothing runs, the carry passes
     return jnp.zeros((B, T, H), jnp.float32), LSTMState(h0, c0)
   if lengths is None:
@@ -427,11 +433,7 @@ def gru_sequence(params, xs: Array, h0: Array, lengths: Array | None = None,
   _check_gru(params, xs, h0, reset_after)
   B, T, _ = xs.shape
   H = h0.shape[-1]
-  if lengths is not None:
-    lengths = jnp.asarray(lengths)
-    if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
-      raise ValueError(f"lengths: expected [B] = {(B,)} integers, got {lengths.shape} "
-                       f"{lengths.dtype}")
+  lengths = _checked_lengths(lengths, B)
   if B == 0 or T == 0:
     return jnp.zeros((B, T, H), jnp.float32), h0
   b = params["b"] if "b" in params else jnp.zeros((3 * H,), jnp.float32)
