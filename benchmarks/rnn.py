@@ -86,6 +86,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 
 import rnn_jax
@@ -115,6 +116,9 @@ _HOST_DEVICES = flags.DEFINE_integer("host_devices", 1, "On the CPU, split the m
                                      "rnn_jax/fused_dp; other rows run on the first.")
 _COMPILE_T = flags.DEFINE_list("compile_sizes", ["100", "1000", "10000"],
                                "T values for the compile-time report (B=32, H=512).")
+_RAGGED = flags.DEFINE_bool("ragged", False, "Give the rnn_jax rows per-row lengths (drawn "
+                            "uniformly from [T/2, T], seed 0) through `seq_lengths`: what "
+                            "padding costs each kernel (the other rows run full length).")
 _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
 _MEMORY = flags.DEFINE_bool("memory", False, "Compile only and report the compile-time memory "
                             "analysis of forward+backward with and without remat, then exit.")
@@ -193,9 +197,13 @@ def jax_fns(cell_name, impl, B, H, T):
       return None
     params = jax.device_put(params, training.parallel.replicated(mesh))
     xs = jax.device_put(xs, training.parallel.batch_sharded(mesh))
-  forward = jax.jit(lambda p, x: rnn_jax.unroll(cell, p, x, implementation=implementation)[0])
-  loss = lambda p, x: jnp.sum(rnn_jax.unroll(cell, p, x, implementation=implementation)[0]
-                              .astype(jnp.float32))
+  lengths = None
+  if _RAGGED.value:  # [B] in [T/2, T]
+    lengths = jnp.asarray(np.random.default_rng(0).integers(T // 2, T + 1, B), jnp.int32)
+  run = lambda p, x: rnn_jax.unroll(cell, p, x, seq_lengths=lengths,
+                                    implementation=implementation)[0]
+  forward = jax.jit(run)
+  loss = lambda p, x: jnp.sum(run(p, x).astype(jnp.float32))
   both = jax.jit(jax.grad(loss, argnums=(0, 1)))
   return _timer(forward, params, xs), _timer(both, params, xs)
 
@@ -536,7 +544,8 @@ def main(argv):
   exact = exact_float32_on_gpu()  # sets JAX's matmul precision: before anything is traced
   results = {"machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores",
              "jax": jax.__version__, "backend": jax.default_backend(),
-             "devices": len(jax.devices()), "rows": [], "gpu_exact_float32": exact}
+             "devices": len(jax.devices()), "rows": [], "gpu_exact_float32": exact,
+             "ragged": _RAGGED.value}
   if _PARTS.value:
     parts_report(results)
     _write_json(results)
