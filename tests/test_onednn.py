@@ -23,6 +23,18 @@ from rnn_jax.kernels.onednn import build
 AVAILABLE, REASON = onednn.available()
 needs_onednn = pytest.mark.skipif(not AVAILABLE, reason=f"oneDNN extension: {REASON}")
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+  """One OpenMP thread for oneDNN in this module: CI runs the tests in parallel processes on
+  two cores, where oneDNN's barriers wait for descheduled threads (module docstring of
+  rnn_jax.kernels.onednn, "Threads"). test_threads_change_nothing_but_time uses two."""
+  if AVAILABLE:
+    onednn.set_threads(1)
+  yield
+  if AVAILABLE:
+    onednn.set_threads(None)
+
 # (B, T, D, H): pairwise-distinct sizes, one example, one step, both at once.
 SIZES = [(3, 6, 5, 4), (1, 7, 2, 3), (4, 1, 3, 5), (1, 1, 6, 2), (5, 9, 8, 16)]
 
@@ -128,6 +140,24 @@ def test_lengths_equal_the_loop_with_large_activations():
                                     initial_carry=LSTMState(h0, c0))
     _close(ours, loop, rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(ours[1].c)[2] == np.asarray(c0)[2])  # length 0: c0, bit for bit
+
+
+@needs_onednn
+def test_threads_change_nothing_but_time():
+  """`set_threads` reaches oneDNN's parallel regions: one and two threads give the same values
+  and gradients (to summation order); bad counts are refused."""
+  cell, params, xs, h0, c0 = _setup(6, 5, 4, 8, seed=9)
+  lengths = jnp.array([5, 0, 2, 5, 1, 4])
+  run = lambda p, x, h, c: onednn.lstm_sequence(p, x, h, c, lengths, True)
+  grad = jax.jit(jax.grad(_loss(run), argnums=(0, 1, 2, 3)))
+  results = []
+  for n in (2, 1):
+    onednn.set_threads(n)
+    results.append((run(params, xs, h0, c0), grad(params, xs, h0, c0)))
+  _close(*results, rtol=1e-6, atol=1e-6)
+  for bad in (-1, 1.5):
+    with pytest.raises(ValueError, match="n: expected None or an int"):
+      onednn.set_threads(bad)
 
 
 @needs_onednn

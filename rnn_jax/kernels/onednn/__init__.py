@@ -81,7 +81,7 @@ eleven packages of SYCL, OpenCL and compiler runtimes (libsycl-jit.so alone is 2
 reports oneDNN's error.
 
 Threads: oneDNN runs on its own threads (GNU OpenMP in the `-cpu-gomp` wheel: set
-`OMP_NUM_THREADS`), not on XLA's intra-op pool, and an RNN step is several parallel regions,
+`OMP_NUM_THREADS`, or `set_threads(n)` at run time), not on XLA's intra-op pool, and an RNN step is several parallel regions,
 each ending in a barrier. On a machine shared with other processes a barrier waits for a
 descheduled thread: here (2 cores, load about 5), with 2 threads a forward+backward at B=32,
 T=100, H=512 took 4 to 7 s instead of 0.37 s with one thread, with or without PyTorch in the
@@ -150,6 +150,8 @@ def _configure(library: ctypes.CDLL) -> None:
       ctypes.c_char_p, ctypes.c_int64]
   library.RnnJaxOnednnVersion.restype = ctypes.c_int64
   library.RnnJaxOnednnVersion.argtypes = []
+  library.RnnJaxOnednnSetThreads.restype = None
+  library.RnnJaxOnednnSetThreads.argtypes = [ctypes.c_int64]
 
 
 def _workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int,
@@ -206,6 +208,19 @@ def _library() -> ctypes.CDLL:
   if library is None:
     raise RuntimeError(f"rnn_jax.kernels.onednn is unavailable: {message}")
   return library
+
+
+def set_threads(n: int | None) -> None:
+  """The OpenMP threads oneDNN's primitives use from now on, in every call of this process;
+  None (or 0) gives OpenMP's default back (`OMP_NUM_THREADS`, else one per core).
+
+  One thread is the safe choice on cores shared with other busy processes: each RNN step
+  ends its parallel regions in barriers, and a barrier waits for a descheduled thread (see
+  "Threads" above). Raises RuntimeError when the extension is unavailable.
+  """
+  if n is not None and (not isinstance(n, int) or n < 0):
+    raise ValueError(f"n: expected None or an int >= 0, got {n!r}")
+  _library().RnnJaxOnednnSetThreads(n or 0)
 
 
 def _check(params, xs, h0, c0) -> None:
@@ -501,4 +516,5 @@ def workspace_bytes(B: int, T: int, D: int, H: int, reverse: bool = False) -> in
 
 
 __all__ = ["BACKWARD_TARGET", "FORWARD_TARGET", "GRU_BACKWARD_TARGET", "GRU_FORWARD_TARGET",
-           "LSTMState", "available", "gru_sequence", "lstm_sequence", "workspace_bytes"]
+           "LSTMState", "available", "gru_sequence", "lstm_sequence", "set_threads",
+           "workspace_bytes"]

@@ -41,7 +41,7 @@ WHEELS = (("onednn-devel-cpu-gomp", "onednn-cpu-gomp"),
           ("onednn-devel-cpu-tbb", "onednn-cpu-tbb"),
           ("onednn-devel-cpu-iomp", "onednn-cpu-iomp"),
           ("onednn-devel", "onednn"))
-FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC")
+FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp")  # -fopenmp: set_threads
 BUILD_TIMEOUT_S = 600
 
 

@@ -17,6 +17,9 @@
 // and a plain C function, RnnJaxOnednnLstmWorkspaceBytes(T, B, D, H, reverse, ...), that the
 // Python side calls at trace time to size the workspace output (and at load time as a probe).
 
+#include <omp.h>
+
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -44,6 +47,16 @@ namespace {
 
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
+
+// OpenMP threads for oneDNN's parallel regions (0: OpenMP's own default). OpenMP keeps the
+// thread count per calling thread, and XLA calls a handler from any of its threads, so each
+// handler sets it before its primitives run (ApplyThreads).
+std::atomic<int> g_threads{0};
+
+void ApplyThreads() {
+  int n = g_threads.load();
+  if (n > 0) omp_set_num_threads(n);
+}
 
 dnnl::engine& CpuEngine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -126,6 +139,7 @@ dnnl::memory AsLayout(dnnl::memory user, const dnnl::memory::desc& md, dnnl::str
 ffi::Error LstmForwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
                            bool reverse, OutF32R3 y, OutF32R2 h_n, OutF32R2 c_n,
                            OutBytes workspace) {
+  ApplyThreads();
   try {
     auto xd = x.dimensions();
     Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1], reverse};
@@ -167,6 +181,7 @@ ffi::Error LstmBackwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh,
                             F32R3 y, F32R2 h_n, F32R2 c_n, F32R3 dy, F32R2 dh_n, F32R2 dc_n,
                             Bytes workspace, bool reverse, OutF32R3 dx, OutF32R2 dh0,
                             OutF32R2 dc0, OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
+  ApplyThreads();
   try {
     auto xd = x.dimensions();
     Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1], reverse};
@@ -305,6 +320,7 @@ void GruForwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F
 ffi::Error GruForwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, bool reverse,
                           bool linear_before_reset, OutF32R3 y, OutF32R2 h_n,
                           OutBytes workspace) {
+  ApplyThreads();
   try {
     auto xd = x.dimensions();
     Shapes s = GruShapes(xd[1], xd[0], xd[2], h0.dimensions()[1], reverse, linear_before_reset);
@@ -366,6 +382,7 @@ ffi::Error GruBackwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, F
                            F32R2 h_n, F32R3 dy, F32R2 dh_n, Bytes workspace, bool reverse,
                            bool linear_before_reset, OutF32R3 dx, OutF32R2 dh0,
                            OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
+  ApplyThreads();
   try {
     auto xd = x.dimensions();
     Shapes s = GruShapes(xd[1], xd[0], xd[2], h0.dimensions()[1], reverse, linear_before_reset);
@@ -498,6 +515,11 @@ extern "C" int64_t RnnJaxOnednnGruWorkspaceBytes(int64_t T, int64_t B, int64_t D
     }
     return -1;
   }
+}
+
+// Sets the OpenMP threads the handlers give oneDNN (n <= 0: OpenMP's default again).
+extern "C" void RnnJaxOnednnSetThreads(int64_t n) {
+  g_threads.store(n > 0 ? static_cast<int>(n) : 0);
 }
 
 // oneDNN's version, major * 10000 + minor * 100 + patch, of the library loaded.
