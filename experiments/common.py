@@ -330,9 +330,14 @@ def prepare_workdir(experiment: str, config, workdir: str | None = None, *,
   if owner is not None and owner != experiment:
     raise UserError(f"--workdir={workdir} holds a run of experiment {owner!r}, not "
                     f"{experiment!r}; choose another --workdir")
+  import jax
+  if jax.process_index() == 0:
+    try:  # a training process's saves and deletions would race the checkpoint read below
+      workdir_lib.check_free(workdir)
+    except WorkdirBusyError as e:
+      raise UserError(str(e)) from None
   if os.path.isdir(os.path.join(workdir, "checkpoints")):
     Checkpointer(workdir, experiment).check_owner()
-  import jax
   if jax.process_index() == 0:
     try:
       workdir_lib.lock(workdir)

@@ -262,14 +262,43 @@ def test_the_workdir_lock_is_taken_over_from_a_dead_holder(tmp_path):
     assert holder.stdout.readline().strip() == "LOCKED"
     with pytest.raises(workdir_lib.WorkdirBusyError, match=rf"in use by pid {holder.pid} on host"):
       workdir_lib.lock(str(tmp_path))
+    held = (tmp_path / "train.lock").read_text()
+    with pytest.raises(workdir_lib.WorkdirBusyError, match=rf"in use by pid {holder.pid} on host"):
+      workdir_lib.check_free(str(tmp_path))
+    assert (tmp_path / "train.lock").read_text() == held  # the check writes nothing
   finally:
     holder.kill()
     holder.wait()
+  workdir_lib.check_free(str(tmp_path))  # a dead holder leaves it free
   workdir_lib.lock(str(tmp_path))  # the dead holder's lock is free
   try:
     assert json.loads((tmp_path / "train.lock").read_text())["pid"] == os.getpid()
   finally:
     workdir_lib.unlock(str(tmp_path))
+
+
+def test_a_busy_workdir_is_refused_before_its_checkpoints_are_read(tmp_path, monkeypatch):
+  """Item 6, the race CI met: the second process listed the first's checkpoints while the
+  first deleted an old one (max_to_keep), and orbax's FileNotFoundError came out instead of
+  the one-line refusal. The busy check now comes before any checkpoint is read."""
+  (tmp_path / "checkpoints").mkdir()
+  code = ("import sys, time; from rnn_jax.training import workdir; workdir.lock(sys.argv[1]); "
+          "print('LOCKED', flush=True); time.sleep(60)")
+  holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+
+  def read_checkpoints(*args, **kwargs):
+    raise FileNotFoundError("a checkpoint the holder just deleted")
+
+  monkeypatch.setattr(training, "Checkpointer", read_checkpoints)
+  try:
+    assert holder.stdout.readline().strip() == "LOCKED"
+    with pytest.raises(common.UserError, match=rf"in use by pid {holder.pid} on host"):
+      common.prepare_workdir("long_range", LongRangeConfig(), str(tmp_path),
+                             force_config_change=False)
+  finally:
+    holder.kill()
+    holder.wait()
 
 
 # ----------------------------------------------------------------------------- whole runs

@@ -67,6 +67,12 @@ def _describe_holder(path: str) -> str:
     return "another process"
 
 
+def _busy(path: str) -> WorkdirBusyError:
+  return WorkdirBusyError(
+      f"--workdir={os.path.dirname(path)} is in use by {_describe_holder(path)}; two runs "
+      "cannot train in one workdir: wait for it, stop it, or choose another --workdir")
+
+
 def lock(workdir: str) -> None:
   """Makes this process the only one training in `workdir`, until it exits.
 
@@ -86,15 +92,35 @@ def lock(workdir: str) -> None:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:
     handle.close()
-    raise WorkdirBusyError(
-        f"--workdir={os.path.dirname(path)} is in use by {_describe_holder(path)}; two runs "
-        "cannot train in one workdir: wait for it, stop it, or choose another --workdir"
-    ) from None
+    raise _busy(path) from None
   handle.seek(0)
   handle.truncate()
   handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}))
   handle.flush()
   _held[path] = handle
+
+
+def check_free(workdir: str) -> None:
+  """Raises WorkdirBusyError if another live process holds `workdir`'s lock; writes nothing.
+
+  For checks that read the workdir before `lock` (another process's checkpoint
+  saves and deletions would race them); `lock` itself stays the guarantee.
+  """
+  path = os.path.realpath(os.path.join(workdir, LOCK))
+  if path in _held or not os.path.exists(path):
+    return
+  try:
+    handle = open(path)  # noqa: SIM115 - closed below
+  except OSError:
+    return
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    raise _busy(path) from None
+  else:
+    fcntl.flock(handle, fcntl.LOCK_UN)
+  finally:
+    handle.close()
 
 
 def unlock(workdir: str) -> None:
