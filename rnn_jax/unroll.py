@@ -151,9 +151,10 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
       they support reverse-mode differentiation (grad, vjp; rev-over-rev for
       the fused ones only) but not forward mode: for `jax.jvp` /
       `jax.jacfwd` pass `implementation="scan"`. "onednn" (plain float32 LSTM
-      cells on the CPU: oneDNN's LSTM primitive through an XLA FFI call,
+      and GRU cells on the CPU: oneDNN's RNN primitives through XLA FFI calls,
       `rnn_jax.kernels.onednn`; falls back to "fused" with one warning where
-      the extension is unavailable; "auto" does not pick it yet).
+      the extension is unavailable; "auto" does not pick it: slower than
+      "fused" at every size measured, `benchmarks/RESULTS.md`).
 
   Returns:
     `(ys, final_carry)`: ys `[B, T, H]`, zero past each length; final_carry

@@ -300,6 +300,93 @@ def test_unroll_and_a_bidirectional_layer_run_on_onednn():
   _close(loss("onednn"), loss("scan"), rtol=1e-5, atol=1e-5)
 
 
+@needs_onednn
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_from_torch_modules_run_on_onednn_and_match_pytorch(kind):
+  """A 2-layer bi-directional `nn.LSTM` / `nn.GRU` converted with `from_torch(module,
+  implementation="onednn")`: every layer reaches the FFI call, and the outputs, final
+  states and gradients (inputs, initial states, the bottom layer's weights) equal PyTorch's
+  own on packed ragged sequences."""
+  torch = pytest.importorskip("torch")
+  from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+  from rnn_jax.interop import from_torch
+  B, T, D, H, lengths = 3, 6, 5, 4, [6, 2, 4]
+  torch.manual_seed(0)
+  module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](
+      D, H, num_layers=2, bidirectional=True, batch_first=True).float()
+  apply, params = from_torch(module, implementation="onednn")
+  rng = np.random.default_rng(1)
+  hx = [rng.standard_normal((4, B, H)).astype(np.float32)
+        for _ in range(2 if kind == "lstm" else 1)]
+  xs = rng.standard_normal((B, T, D)).astype(np.float32)
+
+  def loss(params, xs, hx):
+    ys, h = apply(params, xs, seq_lengths=jnp.asarray(lengths),
+                  hx=tuple(hx) if kind == "lstm" else hx[0])
+    states = h if kind == "lstm" else (h,)
+    return jnp.sum(ys * jnp.cos(ys)) + sum(jnp.sum(s ** 2) for s in states), (ys, states)
+
+  target = onednn.FORWARD_TARGET if kind == "lstm" else onednn.GRU_FORWARD_TARGET
+  assert str(jax.make_jaxpr(loss)(params, xs, hx)).count(target) == 4  # 2 layers x 2 ways
+  (_, (ys, states)), (g_params, g_xs, g_hx) = jax.jit(jax.value_and_grad(
+      loss, argnums=(0, 1, 2), has_aux=True))(params, xs, hx)
+
+  x = torch.from_numpy(xs).requires_grad_(True)
+  t_hx = [torch.from_numpy(a).requires_grad_(True) for a in hx]
+  packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True,
+                                enforce_sorted=False)
+  out, h = module(packed, tuple(t_hx) if kind == "lstm" else t_hx[0])
+  out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+  t_states = h if kind == "lstm" else (h,)
+  (torch.sum(out * torch.cos(out)) + sum(torch.sum(s ** 2) for s in t_states)).backward()
+
+  close = lambda a, b: np.testing.assert_allclose(np.asarray(a), b.detach().numpy(),
+                                                  rtol=1e-4, atol=1e-5)
+  close(ys, out)
+  for mine, theirs in zip(states, t_states):
+    close(mine, theirs)
+  close(g_xs, x.grad)
+  for mine, theirs in zip(g_hx, t_hx):
+    close(mine, theirs.grad)
+  close(g_params["layer_0"]["fw"]["w_ih"], module.weight_ih_l0.grad.T)
+  close(g_params["layer_0"]["bw"]["w_hh"], module.weight_hh_l0_reverse.grad.T)
+
+
+@needs_onednn
+def test_gnmt_on_onednn_has_the_fused_kernels_loss_and_gradients():
+  """`--rnn_implementation=onednn`: GNMT's encoder (a bi-directional bottom, ragged source
+  lengths) and upper decoder layers call oneDNN, and its training loss and gradients on a fixed
+  batch equal the default (fused kernels) with the same params, batch and dropout key."""
+  import dataclasses
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from fixtures import gnmt_config
+  from experiments.gnmt import model as model_lib, train as train_lib
+  V, S, U = 23, 6, 5
+  base = gnmt_config(hidden_size=8, vocab_size=V, dropout=0.2, num_layers=3)
+  rng = np.random.default_rng(0)
+  source_lengths = np.array([6, 2, 4, 5], np.int32)
+  source = rng.integers(4, V, (4, S)).astype(np.int32)
+  source[np.arange(S)[None] >= source_lengths[:, None]] = 0
+  batch = {"source": source, "source_lengths": source_lengths,
+           "target_in": rng.integers(4, V, (4, U)).astype(np.int32),
+           "target_out": rng.integers(4, V, (4, U)).astype(np.int32),
+           "target_lengths": np.array([5, 3, 1, 4], np.int32)}
+  results = []
+  for impl in ("auto", "onednn"):
+    config = dataclasses.replace(base, rnn_implementation=impl)
+    model = model_lib.GNMT(config, V)
+    params = model.init(jax.random.key(0))
+    loss = lambda p: train_lib.make_loss_fn(config, model)(p, {}, batch, jax.random.key(3))[0]
+    calls = str(jax.make_jaxpr(loss)(params)).count(onednn.FORWARD_TARGET)
+    results.append((calls, jax.jit(jax.value_and_grad(loss))(params)))
+  (fused_calls, (l1, g1)), (onednn_calls, (l2, g2)) = results
+  # The encoder: 2 + 1 + 1; the decoder's upper layers: 2 (input feeding steps its bottom
+  # layer in a scan with the attention).
+  assert fused_calls == 0 and onednn_calls == 4 + 2
+  np.testing.assert_allclose(float(l2), float(l1), rtol=1e-5)
+  _close(g2, g1, rtol=1e-4, atol=1e-6)
+
+
 def test_unroll_refuses_cells_onednn_does_not_compute():
   xs = jnp.ones((2, 3, 4))
   for cell in (cells.simple_rnn(4), cells.lstm(4, peephole=True), cells.lstm(4, coupled=True),

@@ -42,6 +42,10 @@ class GNMTConfig(Seq2SeqTrainingConfig):
                                 "model parallelism, rnn_jax.pipeline); the devices split "
                                 "into groups of this many, and the groups split the batch.",
                                 may_change=True)
+  rnn_implementation: str = field("auto", "The LSTM layers' kernels (rnn_jax.unroll's "
+                                  "implementation): auto (the fused XLA kernels), scan, "
+                                  "onednn (oneDNN's LSTM on the CPU), pallas. The same "
+                                  "function; speed only.", may_change=True)
   reverse_source: bool = field(False, "Reverse the source (Sutskever et al. 2014).")
   attention: str = field("normed_bahdanau", "bahdanau, normed_bahdanau, luong_dot or luong_general.")
   attention_architecture: str = field("gnmt", "gnmt: upper decoder layers read the context of "

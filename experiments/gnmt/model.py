@@ -93,11 +93,12 @@ class GNMT:
       residual_from = None
     self.residual_from = residual_from
     enc_layers = []
+    impl = self.implementation = config.rnn_implementation
     for l in range(config.num_layers):
       if l == 0 and config.bidirectional_bottom:
-        enc_layers.append(layers.bidirectional(cells.lstm(H)))
+        enc_layers.append(layers.bidirectional(cells.lstm(H), implementation=impl))
       else:
-        enc_layers.append(layers.rnn(cells.lstm(H)))
+        enc_layers.append(layers.rnn(cells.lstm(H), implementation=impl))
     enc_residual = residual_from
     if config.bidirectional_bottom and enc_residual is not None and enc_residual < 2:
       enc_residual = 2 if config.num_layers > 2 else None  # 2H -> H cannot be residual
@@ -193,7 +194,8 @@ class GNMT:
       h, contexts, weights = (jnp.swapaxes(a, 0, 1) for a in (h, contexts, weights))
     else:  # the bottom layer runs alone (fused kernel), then all attention at once
       h, _ = unroll(self.cell, params["decoder"]["layer_0"], x,
-                    initial_carry=initial.carries[0])  # [B, U, H]
+                    initial_carry=initial.carries[0],
+                    implementation=self.implementation)  # [B, U, H]
       contexts, weights = attention_lib.attend_all(att, c.attention, memory, h)
     # contexts[:, t] = a_t. "gnmt" upper layers read a_{t-1}; "gnmt_v2" read a_t.
     if c.attention_architecture == "gnmt":
@@ -206,7 +208,7 @@ class GNMT:
       for l in range(1, c.num_layers):
         layer_in = jnp.concatenate([drop(keys[l], h), upper_context], -1)  # [B, U, H + M]
         y, _ = unroll(self.cell, params["decoder"][f"layer_{l}"], layer_in,
-                      initial_carry=initial.carries[l])
+                      initial_carry=initial.carries[l], implementation=self.implementation)
         h = y + h if self._residual(l) else y
     logits = drop(keys[-1], h) @ params["w_out"] + params["b_out"]  # [B, U, V]
     return logits, weights

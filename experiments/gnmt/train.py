@@ -157,6 +157,9 @@ def check_config(config) -> None:
     if getattr(config, name) < 0:
       raise UserError(f"--{name}: expected 0 (off) or a positive number, got "
                       f"{getattr(config, name)}")
+  if config.rnn_implementation not in ("auto", "scan", "fused", "pallas", "onednn"):
+    raise UserError(f"--rnn_implementation: expected auto, scan, fused, pallas or onednn, got "
+                    f"{config.rnn_implementation!r}")
   if config.spm_threads < 1:
     raise UserError(f"--spm_threads: expected 1 or more, got {config.spm_threads}")
   if config.decoder_start not in data_lib.DECODER_STARTS:

@@ -14,7 +14,8 @@ from rnn_jax.cells.lstm import LSTMState
 
 
 def stacked_apply(kind: str, hidden_size: int, num_layers: int, bidirectional: bool,
-                  use_bias: bool = True, batch_first: bool = True) -> Callable:
+                  use_bias: bool = True, batch_first: bool = True,
+                  implementation: str = "auto") -> Callable:
   """`apply(params, xs, seq_lengths=None, hx=None)` of a `num_layers`-deep LSTM or GRU
   (`kind`: "lstm" or "gru", the GRU in its `reset_after=True` form), as the frameworks lay
   it out.
@@ -25,7 +26,8 @@ def stacked_apply(kind: str, hidden_size: int, num_layers: int, bidirectional: b
   `(h_0, c_0)` for an LSTM), each `[num_layers * num_directions, B, H]`. Returns
   `(ys, h_n)` for a GRU and `(ys, (h_n, c_n))` for an LSTM, ys `[B, T, dirs * H]` (or
   time-major), the final states taken at each sequence's last valid step (for the
-  reverse direction, after reaching t = 0).
+  reverse direction, after reaching t = 0). `implementation` is `unroll`'s, for every
+  layer ("onednn": oneDNN's primitives on the CPU).
   """
   if kind == "lstm":
     cell = cells.lstm(hidden_size, use_bias=use_bias)
@@ -33,7 +35,8 @@ def stacked_apply(kind: str, hidden_size: int, num_layers: int, bidirectional: b
     cell = cells.gru(hidden_size, reset_after=True, use_bias=use_bias)
   else:
     raise ValueError(f"kind: expected 'lstm' or 'gru', got {kind!r}")
-  layer = layers.bidirectional(cell) if bidirectional else layers.rnn(cell)
+  layer = (layers.bidirectional(cell, implementation=implementation) if bidirectional
+           else layers.rnn(cell, implementation=implementation))
   network = layers.stack([layer] * num_layers)
   num_dirs = 2 if bidirectional else 1
 

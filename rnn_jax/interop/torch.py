@@ -81,12 +81,15 @@ def params_from_torch(module) -> dict:
   return params
 
 
-def from_torch(module):
+def from_torch(module, implementation: str = "auto"):
   """Converts a `torch.nn.LSTM` or `torch.nn.GRU` into `(apply, params)`.
 
   Args:
     module: the PyTorch module (any num_layers, bidirectional or not,
       batch_first or not, with or without biases).
+    implementation: `unroll`'s, for every layer: "auto" (the fused kernels),
+      "scan", "onednn" (oneDNN's LSTM and linear-before-reset GRU primitives,
+      the GRU form PyTorch computes), "pallas".
 
   Returns:
     `(apply, params)`, with
@@ -97,7 +100,8 @@ def from_torch(module):
     `[L * num_directions, B, H]`.
   """
   apply = stacked_apply(_kind(module), module.hidden_size, module.num_layers,
-                        module.bidirectional, module.bias, module.batch_first)
+                        module.bidirectional, module.bias, module.batch_first,
+                        implementation)
   return apply, params_from_torch(module)
 
 

@@ -154,27 +154,29 @@ def _configure(library: ctypes.CDLL) -> None:
   library.RnnJaxOnednnSetThreads.argtypes = [ctypes.c_int64]
 
 
+def _sized(what: str, query, *args) -> int:
+  """`query(*args, error, len(error))`, a C function returning bytes or -1 with oneDNN's
+  message in `error`; raises RuntimeError("<what>: <message>") on -1."""
+  error = ctypes.create_string_buffer(1024)
+  size = query(*args, error, len(error))
+  if size < 0:
+    raise RuntimeError(f"{what}: {error.value.decode(errors='replace')}")
+  return size
+
+
 def _workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int,
                      reverse: bool = False) -> int:
   """The bytes of workspace oneDNN's forward_training writes; raises with oneDNN's message."""
-  error = ctypes.create_string_buffer(1024)
-  size = library.RnnJaxOnednnLstmWorkspaceBytes(T, B, D, H, int(reverse), error, len(error))
-  if size < 0:
-    raise RuntimeError(f"oneDNN LSTM (T={T}, B={B}, D={D}, H={H}): "
-                       f"{error.value.decode(errors='replace')}")
-  return size
+  return _sized(f"oneDNN LSTM (T={T}, B={B}, D={D}, H={H})",
+                library.RnnJaxOnednnLstmWorkspaceBytes, T, B, D, H, int(reverse))
 
 
 def _gru_workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int, reverse: bool,
                          linear_before_reset: bool) -> int:
   """The GRU's workspace bytes (as `_workspace_bytes`)."""
-  error = ctypes.create_string_buffer(1024)
-  size = library.RnnJaxOnednnGruWorkspaceBytes(T, B, D, H, int(reverse),
-                                               int(linear_before_reset), error, len(error))
-  if size < 0:
-    raise RuntimeError(f"oneDNN GRU (T={T}, B={B}, D={D}, H={H}): "
-                       f"{error.value.decode(errors='replace')}")
-  return size
+  return _sized(f"oneDNN GRU (T={T}, B={B}, D={D}, H={H})",
+                library.RnnJaxOnednnGruWorkspaceBytes, T, B, D, H, int(reverse),
+                int(linear_before_reset))
 
 
 def _load() -> tuple[ctypes.CDLL | None, str]:

@@ -23,7 +23,6 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <stdexcept>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -136,6 +135,38 @@ dnnl::memory AsLayout(dnnl::memory user, const dnnl::memory::desc& md, dnnl::str
   return out;
 }
 
+// InvalidArgument unless the workspace buffer holds exactly what the primitive `pd` wants.
+template <class PrimitiveDesc>
+ffi::Error CheckWorkspace(const char* what, const PrimitiveDesc& pd, size_t have) {
+  size_t want = pd.workspace_desc().get_size();
+  if (want == have) return ffi::Error::Success();
+  return ffi::Error::InvalidArgument(std::string(what) + ": workspace of " +
+                                     std::to_string(have) + " bytes, the primitive wants " +
+                                     std::to_string(want));
+}
+
+// The forward's weights (user layout ldigo) in the layouts the backward primitive `pd` chose.
+template <class PrimitiveDesc>
+std::pair<dnnl::memory, dnnl::memory> BackwardWeights(const PrimitiveDesc& pd, const Shapes& s,
+                                                      F32R2 w_ih, F32R2 w_hh,
+                                                      dnnl::stream& stream) {
+  return {AsLayout(Wrap(s.weights(s.D), w_ih.untyped_data()), pd.weights_layer_desc(), stream),
+          AsLayout(Wrap(s.weights(s.H), w_hh.untyped_data()), pd.weights_iter_desc(), stream)};
+}
+
+// oneDNN adds the weight gradients to what the diff_weights buffers hold: zero them first.
+template <class... Results>
+void ZeroGradients(Results&... results) {
+  (std::memset(results->untyped_data(), 0, results->size_bytes()), ...);
+}
+
+// Copies `e`'s message into `error` (at most `error_size` bytes, NUL-terminated).
+void CopyError(const std::exception& e, char* error, int64_t error_size) {
+  if (error == nullptr || error_size <= 0) return;
+  std::strncpy(error, e.what(), error_size - 1);
+  error[error_size - 1] = '\0';
+}
+
 ffi::Error LstmForwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
                            bool reverse, OutF32R3 y, OutF32R2 h_n, OutF32R2 c_n,
                            OutBytes workspace) {
@@ -152,12 +183,7 @@ ffi::Error LstmForwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, 
     RETURN_IF_ERROR(CheckShape("h_n", h_n->dimensions(), {s.B, s.H}));
     RETURN_IF_ERROR(CheckShape("c_n", c_n->dimensions(), {s.B, s.H}));
     auto pd = ForwardDesc(s);
-    if (pd.workspace_desc().get_size() != workspace->element_count()) {
-      return ffi::Error::InvalidArgument("oneDNN LSTM forward: workspace of " +
-                                         std::to_string(workspace->element_count()) +
-                                         " bytes, the primitive wants " +
-                                         std::to_string(pd.workspace_desc().get_size()));
-    }
+    RETURN_IF_ERROR(CheckWorkspace("oneDNN LSTM forward", pd, workspace->element_count()));
     dnnl::stream stream(CpuEngine());
     dnnl::lstm_forward(pd).execute(
         stream, {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
@@ -203,21 +229,10 @@ ffi::Error LstmBackwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh,
     RETURN_IF_ERROR(CheckShape("db", db->dimensions(), {4 * s.H}));
     auto fwd = ForwardDesc(s);
     auto pd = BackwardDesc(s, fwd);
-    if (pd.workspace_desc().get_size() != workspace.element_count()) {
-      return ffi::Error::InvalidArgument("oneDNN LSTM backward: workspace of " +
-                                         std::to_string(workspace.element_count()) +
-                                         " bytes, the primitive wants " +
-                                         std::to_string(pd.workspace_desc().get_size()));
-    }
+    RETURN_IF_ERROR(CheckWorkspace("oneDNN LSTM backward", pd, workspace.element_count()));
     dnnl::stream stream(CpuEngine());
-    auto w_layer = AsLayout(Wrap(s.weights(s.D), w_ih.untyped_data()), pd.weights_layer_desc(),
-                            stream);
-    auto w_iter = AsLayout(Wrap(s.weights(s.H), w_hh.untyped_data()), pd.weights_iter_desc(),
-                           stream);
-    // oneDNN adds the weight gradients to what the diff_weights buffers hold.
-    std::memset(dw_ih->untyped_data(), 0, dw_ih->size_bytes());
-    std::memset(dw_hh->untyped_data(), 0, dw_hh->size_bytes());
-    std::memset(db->untyped_data(), 0, db->size_bytes());
+    auto [w_layer, w_iter] = BackwardWeights(pd, s, w_ih, w_hh, stream);
+    ZeroGradients(dw_ih, dw_hh, db);
     dnnl::lstm_backward(pd).execute(
         stream, {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
                  {DNNL_ARG_SRC_ITER, Wrap(s.state(), h0.untyped_data())},
@@ -296,14 +311,10 @@ ffi::Error CheckGruShapes(const Shapes& s, ffi::Span<const int64_t> h0,
 }
 
 template <class Fwd>
-void GruForwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
-                   OutF32R3 y, OutF32R2 h_n, OutBytes workspace) {
+ffi::Error GruForwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
+                         OutF32R3 y, OutF32R2 h_n, OutBytes workspace) {
   auto pd = GruForwardDesc<Fwd>(s);
-  if (pd.workspace_desc().get_size() != workspace->element_count()) {
-    throw std::runtime_error("workspace of " + std::to_string(workspace->element_count()) +
-                             " bytes, the primitive wants " +
-                             std::to_string(pd.workspace_desc().get_size()));
-  }
+  RETURN_IF_ERROR(CheckWorkspace("oneDNN GRU forward", pd, workspace->element_count()));
   dnnl::stream stream(CpuEngine());
   Fwd(pd).execute(stream,
                   {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
@@ -315,6 +326,7 @@ void GruForwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F
                    {DNNL_ARG_DST_ITER, Wrap(s.state(), h_n->untyped_data())},
                    {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace->untyped_data())}});
   stream.wait();
+  return ffi::Error::Success();
 }
 
 ffi::Error GruForwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, bool reverse,
@@ -328,11 +340,9 @@ ffi::Error GruForwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, bo
                                    b.dimensions()));
     RETURN_IF_ERROR(CheckShape("y", y->dimensions(), {s.B, s.T, s.H}));
     RETURN_IF_ERROR(CheckShape("h_n", h_n->dimensions(), {s.B, s.H}));
-    if (linear_before_reset) {
-      GruForwardRun<dnnl::lbr_gru_forward>(s, x, h0, w_ih, w_hh, b, y, h_n, workspace);
-    } else {
-      GruForwardRun<dnnl::gru_forward>(s, x, h0, w_ih, w_hh, b, y, h_n, workspace);
-    }
+    return linear_before_reset
+               ? GruForwardRun<dnnl::lbr_gru_forward>(s, x, h0, w_ih, w_hh, b, y, h_n, workspace)
+               : GruForwardRun<dnnl::gru_forward>(s, x, h0, w_ih, w_hh, b, y, h_n, workspace);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("oneDNN GRU forward: ") + e.what());
   }
@@ -340,25 +350,16 @@ ffi::Error GruForwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, bo
 }
 
 template <class Fwd, class Bwd>
-void GruBackwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
-                    F32R3 y, F32R2 h_n, F32R3 dy, F32R2 dh_n, Bytes workspace, OutF32R3 dx,
-                    OutF32R2 dh0, OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
+ffi::Error GruBackwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
+                          F32R3 y, F32R2 h_n, F32R3 dy, F32R2 dh_n, Bytes workspace,
+                          OutF32R3 dx, OutF32R2 dh0, OutF32R2 dw_ih, OutF32R2 dw_hh,
+                          OutF32R1 db) {
   auto fwd = GruForwardDesc<Fwd>(s);
   auto pd = GruBackwardDesc<Fwd, Bwd>(s, fwd);
-  if (pd.workspace_desc().get_size() != workspace.element_count()) {
-    throw std::runtime_error("workspace of " + std::to_string(workspace.element_count()) +
-                             " bytes, the primitive wants " +
-                             std::to_string(pd.workspace_desc().get_size()));
-  }
+  RETURN_IF_ERROR(CheckWorkspace("oneDNN GRU backward", pd, workspace.element_count()));
   dnnl::stream stream(CpuEngine());
-  auto w_layer = AsLayout(Wrap(s.weights(s.D), w_ih.untyped_data()), pd.weights_layer_desc(),
-                          stream);
-  auto w_iter = AsLayout(Wrap(s.weights(s.H), w_hh.untyped_data()), pd.weights_iter_desc(),
-                         stream);
-  // oneDNN adds the weight gradients to what the diff_weights buffers hold.
-  std::memset(dw_ih->untyped_data(), 0, dw_ih->size_bytes());
-  std::memset(dw_hh->untyped_data(), 0, dw_hh->size_bytes());
-  std::memset(db->untyped_data(), 0, db->size_bytes());
+  auto [w_layer, w_iter] = BackwardWeights(pd, s, w_ih, w_hh, stream);
+  ZeroGradients(dw_ih, dw_hh, db);
   Bwd(pd).execute(
       stream, {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
                {DNNL_ARG_SRC_ITER, Wrap(s.state(), h0.untyped_data())},
@@ -376,6 +377,7 @@ void GruBackwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, 
                {DNNL_ARG_DIFF_WEIGHTS_ITER, Wrap(s.weights(s.H), dw_hh->untyped_data())},
                {DNNL_ARG_DIFF_BIAS, Wrap(s.bias(), db->untyped_data())}});
   stream.wait();
+  return ffi::Error::Success();
 }
 
 ffi::Error GruBackwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, F32R3 y,
@@ -399,13 +401,13 @@ ffi::Error GruBackwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, F
     RETURN_IF_ERROR(CheckShape("dw_ih", dw_ih->dimensions(), {s.D, 3 * s.H}));
     RETURN_IF_ERROR(CheckShape("dw_hh", dw_hh->dimensions(), {s.H, 3 * s.H}));
     RETURN_IF_ERROR(CheckShape("db", db->dimensions(), {s.BG * s.H}));
-    if (linear_before_reset) {
-      GruBackwardRun<dnnl::lbr_gru_forward, dnnl::lbr_gru_backward>(
-          s, x, h0, w_ih, w_hh, b, y, h_n, dy, dh_n, workspace, dx, dh0, dw_ih, dw_hh, db);
-    } else {
-      GruBackwardRun<dnnl::gru_forward, dnnl::gru_backward>(
-          s, x, h0, w_ih, w_hh, b, y, h_n, dy, dh_n, workspace, dx, dh0, dw_ih, dw_hh, db);
-    }
+    return linear_before_reset
+               ? GruBackwardRun<dnnl::lbr_gru_forward, dnnl::lbr_gru_backward>(
+                     s, x, h0, w_ih, w_hh, b, y, h_n, dy, dh_n, workspace, dx, dh0, dw_ih,
+                     dw_hh, db)
+               : GruBackwardRun<dnnl::gru_forward, dnnl::gru_backward>(
+                     s, x, h0, w_ih, w_hh, b, y, h_n, dy, dh_n, workspace, dx, dh0, dw_ih,
+                     dw_hh, db);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("oneDNN GRU backward: ") + e.what());
   }
@@ -460,10 +462,7 @@ extern "C" int64_t RnnJaxOnednnLstmWorkspaceBytes(int64_t T, int64_t B, int64_t 
     Shapes s{T, B, D, H, reverse != 0};
     return static_cast<int64_t>(ForwardDesc(s).workspace_desc().get_size());
   } catch (const std::exception& e) {
-    if (error != nullptr && error_size > 0) {
-      std::strncpy(error, e.what(), error_size - 1);
-      error[error_size - 1] = '\0';
-    }
+    CopyError(e, error, error_size);
     return -1;
   }
 }
@@ -509,10 +508,7 @@ extern "C" int64_t RnnJaxOnednnGruWorkspaceBytes(int64_t T, int64_t B, int64_t D
     return GruWorkspaceSize(GruShapes(T, B, D, H, reverse != 0, linear_before_reset != 0),
                             linear_before_reset != 0);
   } catch (const std::exception& e) {
-    if (error != nullptr && error_size > 0) {
-      std::strncpy(error, e.what(), error_size - 1);
-      error[error_size - 1] = '\0';
-    }
+    CopyError(e, error, error_size);
     return -1;
   }
 }
