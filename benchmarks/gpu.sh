@@ -15,8 +15,9 @@
 #    the GEMM limit, forward and forward+backward, exact float32 (no TF32 in any row).
 #
 # Logs and the benchmark's JSON go to $OUT. Each step has its own time limit, so a hang
-# in one leaves the other's output. TESTS and SIZES override what runs (the test files;
-# the benchmark's BxHxT sizes), as tests/test_benchmarks.py does to try it on the CPU. Needs jax with CUDA, flax, optax, orbax-checkpoint,
+# in one leaves the other's output. TESTS, SIZES and BENCH_ARGS override what runs (the
+# test files; the benchmark's BxHxT sizes; more benchmark flags), as
+# tests/test_benchmarks.py does to try it on the CPU. Needs jax with CUDA, flax, optax, orbax-checkpoint,
 # tqdm, pytest and torch; nothing is downloaded.
 set -u -o pipefail
 OUT=${OUT:-runs/gpu}
@@ -42,6 +43,6 @@ done
 
 timeout "${BENCH_TIMEOUT:-300}" "$PY" -m benchmarks.rnn --turns=3 --min_time=0.2 \
   --sizes="${SIZES:-32x512x100,64x256x200,8x1024x50,64x64x30,32x512x2000,256x64x100}" \
-  --compile_sizes= --json="$OUT/rnn_gpu.json" 2>&1 | tee "$OUT/rnn_gpu.log" \
+  --compile_sizes= --json="$OUT/rnn_gpu.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/rnn_gpu.log" \
   | grep -v "^[IW][0-9]"
 echo "benchmark: exit $?"

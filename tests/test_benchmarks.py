@@ -133,6 +133,8 @@ def test_gpu_script_runs_its_steps(tmp_path):
   out = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, text=True, capture_output=True,
                        timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu", OUT=str(tmp_path),
                                              PYTHON=sys.executable, SIZES="4x8x5",
+                                             BENCH_ARGS="--cells=lstm --implementations="
+                                                        "rnn_jax/fused,flax,torch",
                                              TESTS="tests/test_interop_cudnn.py::test_bad_input"))
   assert out.returncode == 0, out.stderr[-3000:]
   assert "1 passed" in out.stdout, out.stdout

@@ -170,14 +170,24 @@ def _fused(remat=False, chunk_size=None):
 
 _scan = lambda *a, **kw: rnn_jax.unroll(*a, implementation="scan", **kw)
 
+
+def _two_cells_per_case(cases):
+  """Each case with two of the fused cells, rotating through them (each case compiles a
+  forward and a backward twice): every cell meets lengths 0 and T, both directions and remat
+  across the list, at half the compiles of the full product. test_fused_equals_scan_and_loop
+  keeps the full product."""
+  names = list(FUSED_CELLS)
+  return [pytest.param(names[(i + j) % len(names)], *case,
+                       id=f"{names[(i + j) % len(names)]}-{i}")
+          for i, case in enumerate(cases) for j in (0, 1)]
+
 # (lengths, reverse, remat): lengths 0 and T, both directions, remat with T = 6 not a
 # multiple of the chunk (4).
 BF16_CASES = [(None, False, False), ([6, 0, 3], True, False), ([1, 6, 6], False, False),
               ([6, 0, 3], False, True), (None, True, True)]
 
 
-@pytest.mark.parametrize("lengths,reverse,remat", BF16_CASES)
-@pytest.mark.parametrize("name", list(FUSED_CELLS))
+@pytest.mark.parametrize("name,lengths,reverse,remat", _two_cells_per_case(BF16_CASES))
 def test_bfloat16_equals_float32_scan_on_the_rounded_numbers(name, lengths, reverse, remat):
   """bfloat16 params, inputs and carry: float32 accumulation, gate math and carry inside;
   outputs and gradients in bfloat16, near the float32 scan run on the same rounded values."""
@@ -212,8 +222,7 @@ REMAT_CASES = [(None, False, None), ([6, 0, 3], True, 4), ([1, 6, 6], False, 4),
                ([6, 0, 3], False, 1), (None, True, 10)]
 
 
-@pytest.mark.parametrize("lengths,reverse,chunk_size", REMAT_CASES)
-@pytest.mark.parametrize("name", list(FUSED_CELLS))
+@pytest.mark.parametrize("name,lengths,reverse,chunk_size", _two_cells_per_case(REMAT_CASES))
 def test_remat_changes_nothing(name, lengths, reverse, chunk_size):
   cell, params, xs, carry = _setup(cell=FUSED_CELLS[name]())
   lengths = None if lengths is None else jnp.array(lengths)
@@ -285,8 +294,7 @@ BATCH_MAJOR_CASES = [(None, False, True), ([6, 0, 3], True, True), ([1, 6, 6], F
                      ([6, 0, 3], True, False)]
 
 
-@pytest.mark.parametrize("lengths,reverse,remat", BATCH_MAJOR_CASES)
-@pytest.mark.parametrize("name", list(FUSED_CELLS))
+@pytest.mark.parametrize("name,lengths,reverse,remat", _two_cells_per_case(BATCH_MAJOR_CASES))
 def test_batch_major_kernels_equal_time_major(name, lengths, reverse, remat):
   """`batch_major=True` (what `fused_unroll(remat=True)` uses) against the time-major kernel
   without remat: values and gradients, and the primal path (no differentiation) against the loop."""
