@@ -30,6 +30,8 @@ from rnn_jax import kernels
 from rnn_jax.cells.base import Cell
 from rnn_jax.varying import varying_like
 
+IMPLEMENTATIONS = ("auto", "scan", "fused", "pallas", "onednn")  # `unroll`'s implementation=
+
 Array = jax.Array
 
 
@@ -161,9 +163,9 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
     the carry at each sequence's last valid step (see the module docstring).
   """
   check_unroll_inputs(cell, params, xs, seq_lengths, initial_carry, timestamps)
-  if implementation not in ("auto", "scan", "fused", "pallas", "onednn"):
-    raise ValueError(f"implementation: expected auto, scan, fused, pallas or onednn, "
-                     f"got {implementation!r}")
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation: expected {', '.join(IMPLEMENTATIONS[:-1])} or "
+                     f"{IMPLEMENTATIONS[-1]}, got {implementation!r}")
   B, T, _ = xs.shape
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)

@@ -43,6 +43,20 @@ def write_fake_ptb(root: str, *, train_lines=300, eval_lines=80, vocab=60, seed=
   return root
 
 
+def gnmt_fixed_batch(V: int, S: int = 6, U: int = 5) -> dict:
+  """Four sentence pairs of GNMT's training batch (vocabulary V, source length S, target
+  length U), ragged source and target lengths, padding zeroed; a fixed draw."""
+  import numpy as np
+  rng = np.random.default_rng(0)
+  source_lengths = np.array([6, 2, 4, 5], np.int32)
+  source = rng.integers(4, V, (4, S)).astype(np.int32)
+  source[np.arange(S)[None] >= source_lengths[:, None]] = 0
+  return {"source": source, "source_lengths": source_lengths,
+          "target_in": rng.integers(4, V, (4, U)).astype(np.int32),
+          "target_out": rng.integers(4, V, (4, U)).astype(np.int32),
+          "target_lengths": np.array([5, 3, 1, 4], np.int32)}
+
+
 def gnmt_config(hidden_size: int, vocab_size: int, **overrides):
   """A GNMT config at a test's size: all 8 + 8 layers kept, no dropout; `overrides` on top.
 

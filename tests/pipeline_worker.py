@@ -72,21 +72,13 @@ def compare_gnmt(pipeline_devices, num_devices, architecture="gnmt"):
   layers pipelined (the same params, batch and dropout key)."""
   import dataclasses
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from fixtures import gnmt_config
+  from fixtures import gnmt_config, gnmt_fixed_batch
   from experiments.gnmt import model as model_lib, train as train_lib
-  V, S, U = 23, 6, 5
+  V = 23
   base = gnmt_config(hidden_size=8, vocab_size=V, dropout=0.2, num_layers=4,
                      attention_architecture=architecture)
   piped = dataclasses.replace(base, pipeline_devices=pipeline_devices, num_devices=num_devices)
-  rng = np.random.default_rng(0)
-  source_lengths = np.array([6, 2, 4, 5], np.int32)
-  source = rng.integers(4, V, (4, S)).astype(np.int32)
-  source[np.arange(S)[None] >= source_lengths[:, None]] = 0
-  target_lengths = np.array([5, 3, 1, 4], np.int32)
-  batch = {"source": source, "source_lengths": source_lengths,
-           "target_in": rng.integers(4, V, (4, U)).astype(np.int32),
-           "target_out": rng.integers(4, V, (4, U)).astype(np.int32),
-           "target_lengths": target_lengths}
+  batch = gnmt_fixed_batch(V)
   results = []
   for config in (base, piped):
     model = model_lib.GNMT(config, V)

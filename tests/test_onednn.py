@@ -363,18 +363,11 @@ def test_gnmt_on_onednn_has_the_fused_kernels_loss_and_gradients():
   batch equal the default (fused kernels) with the same params, batch and dropout key."""
   import dataclasses
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from fixtures import gnmt_config
+  from fixtures import gnmt_config, gnmt_fixed_batch
   from experiments.gnmt import model as model_lib, train as train_lib
-  V, S, U = 23, 6, 5
+  V = 23
   base = gnmt_config(hidden_size=8, vocab_size=V, dropout=0.2, num_layers=2)
-  rng = np.random.default_rng(0)
-  source_lengths = np.array([6, 2, 4, 5], np.int32)
-  source = rng.integers(4, V, (4, S)).astype(np.int32)
-  source[np.arange(S)[None] >= source_lengths[:, None]] = 0
-  batch = {"source": source, "source_lengths": source_lengths,
-           "target_in": rng.integers(4, V, (4, U)).astype(np.int32),
-           "target_out": rng.integers(4, V, (4, U)).astype(np.int32),
-           "target_lengths": np.array([5, 3, 1, 4], np.int32)}
+  batch = gnmt_fixed_batch(V)
   results = []
   for impl in ("auto", "onednn"):
     config = dataclasses.replace(base, rnn_implementation=impl)

@@ -24,6 +24,7 @@ from experiments.gnmt import model as model_lib
 from experiments.gnmt import plots
 from rnn_jax import training
 from rnn_jax.seq2seq import mixer, objectives, rewards
+from rnn_jax.unroll import IMPLEMENTATIONS
 
 
 # tensorflow/nmt's decay schemes (nmt/model.py, `_get_decay_info`): the decay starts after this
@@ -157,9 +158,9 @@ def check_config(config) -> None:
     if getattr(config, name) < 0:
       raise UserError(f"--{name}: expected 0 (off) or a positive number, got "
                       f"{getattr(config, name)}")
-  if config.rnn_implementation not in ("auto", "scan", "fused", "pallas", "onednn"):
-    raise UserError(f"--rnn_implementation: expected auto, scan, fused, pallas or onednn, got "
-                    f"{config.rnn_implementation!r}")
+  if config.rnn_implementation not in IMPLEMENTATIONS:
+    raise UserError(f"--rnn_implementation: expected {', '.join(IMPLEMENTATIONS[:-1])} or "
+                    f"{IMPLEMENTATIONS[-1]}, got {config.rnn_implementation!r}")
   if config.spm_threads < 1:
     raise UserError(f"--spm_threads: expected 1 or more, got {config.spm_threads}")
   if config.decoder_start not in data_lib.DECODER_STARTS:
