@@ -251,15 +251,25 @@ def test_changed_flags_are_refused_naming_them_and_forcing_is_recorded(tmp_path)
                            str(tmp_path), force_config_change=False)
 
 
+def _lock_holder(workdir):
+  """Another process that has taken `workdir`'s lock (and sleeps a minute holding it)."""
+  code = ("import sys, time; from rnn_jax.training import workdir; workdir.lock(sys.argv[1]); "
+          "print('LOCKED', flush=True); time.sleep(60)")
+  holder = subprocess.Popen([sys.executable, "-c", code, str(workdir)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+  line = holder.stdout.readline().strip()
+  if line != "LOCKED":
+    holder.kill()
+    holder.wait()
+    raise AssertionError(f"the lock holder did not start: {line!r}")
+  return holder
+
+
 def test_the_workdir_lock_is_taken_over_from_a_dead_holder(tmp_path):
   """Item 6, the lock itself: held by a live process, refused naming it; held by one that
   was SIGKILLed, taken over."""
-  code = ("import sys, time; from rnn_jax.training import workdir; workdir.lock(sys.argv[1]); "
-          "print('LOCKED', flush=True); time.sleep(60)")
-  holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+  holder = _lock_holder(tmp_path)
   try:
-    assert holder.stdout.readline().strip() == "LOCKED"
     with pytest.raises(workdir_lib.WorkdirBusyError, match=rf"in use by pid {holder.pid} on host"):
       workdir_lib.lock(str(tmp_path))
     held = (tmp_path / "train.lock").read_text()
@@ -282,17 +292,13 @@ def test_a_busy_workdir_is_refused_before_its_checkpoints_are_read(tmp_path, mon
   first deleted an old one (max_to_keep), and orbax's FileNotFoundError came out instead of
   the one-line refusal. The busy check now comes before any checkpoint is read."""
   (tmp_path / "checkpoints").mkdir()
-  code = ("import sys, time; from rnn_jax.training import workdir; workdir.lock(sys.argv[1]); "
-          "print('LOCKED', flush=True); time.sleep(60)")
-  holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+  holder = _lock_holder(tmp_path)
 
   def read_checkpoints(*args, **kwargs):
     raise FileNotFoundError("a checkpoint the holder just deleted")
 
   monkeypatch.setattr(training, "Checkpointer", read_checkpoints)
   try:
-    assert holder.stdout.readline().strip() == "LOCKED"
     with pytest.raises(common.UserError, match=rf"in use by pid {holder.pid} on host"):
       common.prepare_workdir("long_range", LongRangeConfig(), str(tmp_path),
                              force_config_change=False)
