@@ -129,7 +129,7 @@ def test_shipped_sweeps_load(sweep_file):
   names = [t.name for t in sweep.trials]
   assert names and len(set(names)) == len(names)
   expected = {"zaremba_ptb": 3, "regularizers": 5, "gnmt_ablations": 7, "long_range": 12,
-              "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 18,
+              "phased_lstm": 9, "gnmt_seeds": 10, "gnmt_zero_shot": 24,
               "scheduled_sampling": 21, "captioning_models": 9, "vqa_models": 33,
               "activity_ranking": 12, "activity_lambda": 18, "skip_thought_seeds": 3}
   assert len(names) == expected[sweep.name]
@@ -149,8 +149,11 @@ def test_shipped_sweeps_load(sweep_file):
     grid = {(d, w, "max", s) for d in ("bos", "language") for w in (0.0, 1.0) for s in range(3)}
     grid |= {("language", 1.0, "mean", s) for s in range(3)}
     grid |= {("language", 10.0, "max", s) for s in range(3)}
-    assert {(t.flags["decoder_start"], t.flags["align_loss_weight"],
-             t.flags.get("align_pooling", "max"), t.flags["seed"]) for t in sweep.trials} == grid
+    grid |= {("bos", 0.0, "max", s, m) for m in ("robt", "pivot") for s in range(3)}
+    grid = {g if len(g) == 5 else g + ("",) for g in grid}
+    assert {(t.flags.get("decoder_start", "bos"), t.flags.get("align_loss_weight", 0.0),
+             t.flags.get("align_pooling", "max"), t.flags["seed"],
+             t.flags.get("synthetic_pairs", "")) for t in sweep.trials} == grid
   if sweep.name == "scheduled_sampling":  # each row gets its own line of Bengio et al.'s table
     by_name = {t.name: t for t in sweep.trials}
     cider = {name: spec.paper_for(sweep.paper, by_name[name]).get("test/CIDEr")

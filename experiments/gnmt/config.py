@@ -63,6 +63,16 @@ class GNMTConfig(Seq2SeqTrainingConfig):
                                   "loss: the cosine distance between the pooled encodings of "
                                   "a source and its target sentence (0: off). For zero-shot.")
   align_pooling: str = field("max", "Pooling over time for --align_loss_weight: max or mean.")
+  synthetic_pairs: str = field("", "Synthetic pairs made online by the model, trained on beside "
+                               "the real ones (experiments/gnmt/synthetic.py): '' (off), robt "
+                               "(Zhang et al. 2020: back-translate the target into a random "
+                               "other language) or pivot (translate the source into a third "
+                               "language). For zero-shot (zero-resource) directions.")
+  synthetic_start_step: int = field(2000, "--synthetic_pairs: the first step that makes them "
+                                    "(after attention has locked on; before, the model's "
+                                    "translations are noise).")
+  synthetic_rows: int = field(16, "--synthetic_pairs: rows of each batch (its first ones) "
+                              "that get a synthetic copy.")
   dropout: float = field(0.0, "Dropout on embeddings, between layers, before the softmax.")
   label_smoothing: float = field(0.1, "Label smoothing of the training loss.")
   init_scale: float = field(0.1, "Output layer uniform in [-s, s].")

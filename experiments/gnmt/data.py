@@ -448,9 +448,12 @@ class Batches:
       p, count = process
       rows = slice(p * len(batch) // count, (p + 1) * len(batch) // count)
     index = batch[rows]
-    return make_batch([self.examples.source[j] for j in index],
-                      [self.examples.target[j] for j in index], self.config,
-                      longest=int(self._lengths[batch].max()))
+    out = make_batch([self.examples.source[j] for j in index],
+                     [self.examples.target[j] for j in index], self.config,
+                     longest=int(self._lengths[batch].max()))
+    if getattr(self.config, "synthetic_pairs", ""):  # each row's training direction
+      out["direction"] = np.asarray(self.examples.direction, np.int32)[index]
+    return out
 
 
 def _row_lengths(rows) -> np.ndarray:

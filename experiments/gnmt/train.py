@@ -22,6 +22,7 @@ from experiments.gnmt import decode as decode_lib
 from experiments.gnmt import langid
 from experiments.gnmt import model as model_lib
 from experiments.gnmt import plots
+from experiments.gnmt import synthetic
 from rnn_jax import training
 from rnn_jax.seq2seq import mixer, objectives, rewards
 from rnn_jax.unroll import IMPLEMENTATIONS
@@ -70,13 +71,20 @@ def cosine_distance(a, b, eps: float = 1e-8):
   return 1.0 - dot / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + eps)
 
 
-def make_loss_fn(config, model, reward=None):
+def make_loss_fn(config, model, reward=None, languages=None):
   """`loss_fn(params, extra, batch, key)` of `--training` (cross-entropy by default).
 
   Cross-entropy runs the whole-sequence decoder (`decode_train`); the other methods run
   the decoder step by step on the library's contract (`rnn_jax.seq2seq.objectives`),
   reading the training step from `batch["step"]` and, for mixer and scst, the sentence
   reward `reward` (`objectives.host_reward`).
+
+  With `--synthetic_pairs` (`languages`: `synthetic.Languages` of the training
+  directions), from `--synthetic_start_step` on the first `--synthetic_rows` rows of
+  each batch also get a synthetic source (`synthetic.make_sources`), and the loss is
+  the mean over the B real and the `rows` synthetic pairs: `(B * real + rows * synthetic)
+  / (B + rows)`, each term the batch's token cross-entropy. Before that step a `cond`
+  skips the generation.
   """
   method = config.training_method()
 
@@ -124,7 +132,31 @@ def make_loss_fn(config, model, reward=None):
                                        model.sentence_vector(encoded_y, config.align_pooling)))
       loss = loss + config.align_loss_weight * align
       metrics["align"] = align
+    if config.synthetic_pairs:
+      loss, metrics = with_synthetic(params, batch, jax.random.fold_in(key, 2), loss, metrics)
     return loss, (extra, metrics)
+
+  def with_synthetic(params, batch, key, loss, metrics):
+    B, rows = batch["source"].shape[0], min(config.synthetic_rows, batch["source"].shape[0])
+    k_make, k_enc, k_dec = jax.random.split(key, 3)
+
+    def synthetic_loss(params):
+      source, lengths, _, cut = synthetic.make_sources(
+          config.synthetic_pairs, model, params, batch, languages, k_make, rows=rows,
+          bos=data_lib.start_token(config), max_source_len=config.max_source_len)
+      sub = {k: batch[k][:rows] for k in ("target_in", "target_out", "target_lengths")}
+      encoded = model.encode(params, source, lengths, training=True, key=k_enc)
+      logits, _ = model.decode_train(params, encoded, sub["target_in"], training=True,
+                                     key=k_dec)
+      xent, m = token_xent(logits, sub)
+      return xent, m["nll"], jnp.mean(cut.astype(jnp.float32))
+
+    on = batch["step"][0] >= config.synthetic_start_step
+    xent, nll, cut = jax.lax.cond(on, synthetic_loss,
+                                  lambda params: (jnp.float32(0.0),) * 3, params)
+    n = jnp.where(on, rows, 0)
+    loss = (B * loss + n * xent) / (B + n)
+    return loss, dict(metrics, synthetic_nll=nll, synthetic_cut=cut)
 
   return loss_fn
 
@@ -168,6 +200,14 @@ def check_config(config) -> None:
                     f"got {config.decoder_start!r}")
   if config.align_loss_weight < 0:
     raise UserError(f"--align_loss_weight: expected 0 (off) or more, got {config.align_loss_weight}")
+  if config.synthetic_pairs not in synthetic.METHODS:
+    raise UserError(f"--synthetic_pairs: expected '', robt or pivot, got "
+                    f"{config.synthetic_pairs!r}")
+  if config.synthetic_pairs and (config.synthetic_rows < 1 or config.synthetic_start_step < 0):
+    raise UserError("--synthetic_pairs needs --synthetic_rows >= 1 and "
+                    "--synthetic_start_step >= 0")
+  if config.synthetic_pairs and config.training != "xent":
+    raise UserError("--synthetic_pairs works with --training=xent only")
   if config.align_pooling not in ("max", "mean"):
     raise UserError(f"--align_pooling: expected max or mean, got {config.align_pooling!r}")
   if config.attention_scale_init < 0:
@@ -409,16 +449,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return metrics
 
   reward = bleu_reward(tokenizer) if config.training in ("mixer", "scst") else None
+  languages = (synthetic.Languages.of(tokenizer, list(corpus.splits["train"]))
+               if config.synthetic_pairs else None)
+  if languages is not None and len(tokenizer.languages) < 3 and config.synthetic_pairs == "pivot":
+    raise UserError("--synthetic_pairs=pivot needs a third language")
 
   def batch_at(step):
     batch = batches(step, process=process)
-    if config.training != "xent":  # the schedules of --training read the step
+    if config.training != "xent" or config.synthetic_pairs:  # schedules read the step
       batch["step"] = np.full((len(batch["source"]),), step, np.int32)
     return batch
 
   state = training.fit(
       workdir=workdir, experiment="gnmt", state=state,
-      train_step=training.make_train_step(make_loss_fn(config, model, reward), optimizer),
+      train_step=training.make_train_step(make_loss_fn(config, model, reward, languages),
+                                          optimizer),
       batch_at=batch_at, num_steps=num_steps,
       key=jax.random.fold_in(key, 1), evaluate=evaluate_valid,
       eval_every=config.eval_every or 500, checkpoint_every=config.checkpoint_every,

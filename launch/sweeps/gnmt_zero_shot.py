@@ -1,6 +1,7 @@
 """Zero-shot remedies for the tiny_cpu GNMT (issue #19), each over three seeds: the
 target-language token as the decoder's first input, Arivazhagan et al. (2019)'s alignment
-loss on the encoder (max or mean pooling, weight 1 or 10), and both. `--only` picks
+loss on the encoder (max or mean pooling, weight 1 or 10), both, and synthetic pairs
+made online by the model (back-translated or pivot-translated sources). `--only` picks
 trials (the baseline's seeds are gnmt_seeds' too). Read zero-shot BLEU and off-target rate against the
 supervised directions, seed spread included:
 
@@ -24,6 +25,10 @@ REMEDIES = [
     # pooling, and a ten times larger weight.
     {"decoder_start": "language", "align_loss_weight": 1.0, "align_pooling": "mean"},
     {"decoder_start": "language", "align_loss_weight": 10.0},
+    # Synthetic pairs made online by the model from step 2,000 (experiments/gnmt/synthetic.py):
+    # random online back-translation (Zhang et al. 2020) and pivot-translated sources.
+    {"synthetic_pairs": "robt"},
+    {"synthetic_pairs": "pivot"},
 ]
 
 
