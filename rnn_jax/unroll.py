@@ -140,6 +140,8 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
       reverse scan: saved memory O(sqrt(T) * B * H) plus one chunk's
       activations, instead of O(T * B * (G + 3) * H). The scan path wraps each
       step in `jax.checkpoint`: O(T * carry) instead of O(T * all activations);
+      "onednn" makes one oneDNN call per chunk of ceil(sqrt(T)) steps, each
+      recomputed in the backward pass (one chunk's workspace held at a time);
       "pallas" ignores it.
     implementation: "scan" (`lax.scan` over `cell.step`, autodiff backward),
       "fused" (a kernel of `rnn_jax.kernels`: hoisted input projection and a
@@ -172,7 +174,7 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
   initial_carry = varying_like(initial_carry, xs)  # inside shard_map: vary like the batch
   if implementation == "onednn":
     return kernels.onednn_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
-                                 initial_carry=initial_carry)
+                                 initial_carry=initial_carry, remat=remat)
   if implementation == "pallas":
     return kernels.pallas_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
                                  initial_carry=initial_carry)

@@ -513,3 +513,66 @@ def test_handler_checks_shapes():
           jnp.ones((H, 4 * H)), jnp.zeros((4 * H,))]
   with pytest.raises(Exception, match=r"w_ih has shape \[4, 16\], expected \[5, 16\]"):
     jax.block_until_ready(call(*args, reverse=False))
+
+
+# ------------------------------------------------------------------- remat: chunked calls
+
+
+# (B, T, chunk_size, lengths or None, reverse): chunks that divide T and chunks that do not
+# (the last one padded), the default ceil(sqrt(T)), lengths ending inside, at and before a
+# chunk's border (0, T), both directions.
+REMAT_CASES = [(3, 7, 3, [7, 3, 0], False), (3, 7, None, [5, 6, 1], True),
+               (2, 9, 3, None, True), (2, 8, 5, None, False)]
+
+
+@needs_onednn
+@pytest.mark.parametrize("B,T,chunk_size,seq_lengths,reverse", REMAT_CASES)
+def test_remat_chunks_equal_scan(B, T, chunk_size, seq_lengths, reverse):
+  """`remat=True`: one oneDNN call per chunk of steps under jax.checkpoint; values and
+  gradients against the scan, LSTM and GRU (linear before reset)."""
+  cell, params, xs, h0, c0 = _setup(B, T, 3, 4, seed=11)
+  lengths = None if seq_lengths is None else jnp.array(seq_lengths)
+  ours = lambda p, x, h, c: onednn.lstm_sequence(p, x, h, c, lengths, reverse, remat=True,
+                                                 chunk_size=chunk_size)
+  scan = lambda p, x, h, c: rnn_jax.unroll(cell, p, x, seq_lengths=lengths, reverse=reverse,
+                                           initial_carry=LSTMState(h, c),
+                                           implementation="scan")
+  _close(jax.jit(ours)(params, xs, h0, c0), scan(params, xs, h0, c0))
+  grad = lambda run: jax.jit(jax.grad(_loss(run), argnums=(0, 1, 2, 3)))(params, xs, h0, c0)
+  _close(grad(ours), grad(scan), rtol=1e-5, atol=1e-5)
+  gru, gru_params, _, _ = _gru_setup(B, T, 3, 4, True)
+  ours = lambda p, x, h: onednn.gru_sequence(p, x, h, lengths, reverse, True, remat=True,
+                                             chunk_size=chunk_size)
+  scan = lambda p, x, h: rnn_jax.unroll(gru, p, x, seq_lengths=lengths, reverse=reverse,
+                                        initial_carry=h, implementation="scan")
+  value = lambda run: lambda p, x, h: jnp.sum(jnp.sin(run(p, x, h)[0])) + jnp.sum(run(p, x, h)[1])
+  _close(jax.jit(ours)(gru_params, xs, h0), scan(gru_params, xs, h0))
+  g = lambda run: jax.jit(jax.grad(value(run), argnums=(0, 1, 2)))(gru_params, xs, h0)
+  _close(g(ours), g(scan), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_remat_holds_one_chunks_workspace():
+  """The compiled forward+backward of a long sequence: without remat its temporaries hold the
+  whole sequence's workspace; with remat (chunks of ceil(sqrt(T)) steps) a small part of it,
+  and the program calls the forward once per chunk in each pass (the recomputation)."""
+  B, T, D, H = 4, 400, 8, 32
+  cell, params, xs, h0, c0 = _setup(B, T, D, H, seed=12)
+  whole = onednn.workspace_bytes(B, T, D, H)
+
+  def compiled(remat):
+    run = lambda p, x, h, c: rnn_jax.unroll(cell, p, x, initial_carry=LSTMState(h, c),
+                                            implementation="onednn", remat=remat)
+    return jax.jit(jax.grad(_loss(run), argnums=(0, 1, 2, 3))).lower(
+        params, xs, h0, c0).compile()
+
+  plain, chunked = compiled(False), compiled(True)
+  assert plain.memory_analysis().temp_size_in_bytes >= whole
+  assert chunked.memory_analysis().temp_size_in_bytes < whole / 4
+  text = chunked.as_text()
+  assert text.count(onednn.FORWARD_TARGET) >= 2 and "while" in text  # recomputed in a loop
+  _close(jax.grad(_loss(lambda p, x, h, c: rnn_jax.unroll(
+      cell, p, x, initial_carry=LSTMState(h, c), implementation="onednn", remat=True)),
+      argnums=(0, 1, 2, 3))(params, xs, h0, c0),
+      jax.grad(_loss(_unroll(cell, "fused")), argnums=(0, 1, 2, 3))(params, xs, h0, c0),
+      rtol=1e-4, atol=1e-4)

@@ -94,7 +94,7 @@ _onednn_fallback_warned = False
 
 
 def onednn_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
-                  initial_carry=None):
+                  initial_carry=None, remat=False):
   """`unroll` through oneDNN (`kernels.onednn.lstm_sequence` / `gru_sequence`): `xs [B, T, D]`
   -> `(ys [B, T, H], final carry)`. When the extension is unavailable, warns once per process
   (with the reason) and runs `fused_unroll` instead: the same function."""
@@ -113,12 +113,12 @@ def onednn_unroll(cell: Cell, params, xs, *, seq_lengths=None, reverse=False,
                     RuntimeWarning, stacklevel=3)
       _onednn_fallback_warned = True
     return fused_unroll(cell, params, xs, seq_lengths=seq_lengths, reverse=reverse,
-                        initial_carry=initial_carry)
+                        initial_carry=initial_carry, remat=remat)
   if cell.name == "gru":
     return onednn.gru_sequence(params, xs, initial_carry, seq_lengths, reverse,
-                               cell.hparams["reset_after"])
+                               cell.hparams["reset_after"], remat=remat)
   return onednn.lstm_sequence(params, xs, initial_carry.h, initial_carry.c, seq_lengths,
-                              reverse)
+                              reverse, remat=remat)
 
 
 __all__ = ["fused_supports", "fused_unroll", "gru_sequence", "lstm_sequence",

@@ -80,6 +80,14 @@ eleven packages of SYCL, OpenCL and compiler runtimes (libsycl-jit.so alone is 2
 `build.find_onednn` still finds them (after the `-cpu-*` wheels) and `available()` then
 reports oneDNN's error.
 
+Memory: `forward_training` saves a workspace of every step's gates and states for the
+backward primitive, about 1.2 KiB per step and row at H = 512 (B = 32: 122 MiB at T = 100,
+11.8 GiB at T = 10,000), all of it alive between the forward and the backward pass. With
+`remat=True` (`unroll(..., remat=True)`) the sequence runs as one call per chunk of
+ceil(sqrt(T)) steps inside a `jax.checkpoint`ed scan (`remat_chunks`): the forward keeps
+only the carries between chunks, and the backward recomputes one chunk's forward call (and
+its workspace) at a time, as the fused kernels' `remat` does.
+
 Threads: oneDNN runs on its own threads (GNU OpenMP in the `-cpu-gomp` wheel: set
 `OMP_NUM_THREADS`, or `set_threads(n)` at run time), not on XLA's intra-op pool, and an RNN step is several parallel regions,
 each ending in a barrier. On a machine shared with other processes a barrier waits for a
@@ -104,6 +112,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -253,7 +262,8 @@ def _checked_lengths(lengths, B: int) -> Array | None:
 
 
 def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None = None,
-                  reverse: bool = False) -> tuple[Array, LSTMState]:
+                  reverse: bool = False, remat: bool = False,
+                  chunk_size: int | None = None) -> tuple[Array, LSTMState]:
   """Runs a plain LSTM over `xs [B, T, D]` with oneDNN: `(ys [B, T, H], LSTMState(h_n, c_n))`.
 
   Args:
@@ -265,6 +275,10 @@ def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None
       outputs past a row's length are zero and its carry is the one at its last valid step
       (see "Lengths" in the module docstring for how one oneDNN call keeps it).
     reverse: run each row's valid part from its end to t = 0 (outputs at their positions).
+    remat: one oneDNN call per chunk of `chunk_size` steps (default ceil(sqrt(T))), each
+      under `jax.checkpoint`, so the backward pass holds one chunk's workspace at a time
+      instead of all T steps' (`remat_chunks`; "Memory" in the module docstring).
+    chunk_size: steps per chunk with `remat`.
 
   Returns:
     `ys [B, T, H]` (every `h_t`) and the final carry `LSTMState(h_n, c_n)`, each `[B, H]`:
@@ -281,6 +295,9 @@ def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None
   lengths = _checked_lengths(lengths, B)
   if B == 0 or T == 0:  # oneDNN takes no empty dimension; nothing runs, the carry passes
     return jnp.zeros((B, T, H), jnp.float32), LSTMState(h0, c0)
+  if remat:
+    run = lambda x, carry, n: lstm_sequence(params, x, carry.h, carry.c, n)
+    return remat_chunks(run, xs, LSTMState(h0, c0), lengths, bool(reverse), chunk_size)
   if lengths is None:
     ys, h_n, c_n = _lstm(params, xs, h0, c0, bool(reverse))
     return ys, LSTMState(h_n, c_n)
@@ -299,6 +316,49 @@ def _ffi(call, *operands, **attributes):
   inputs) and so are the results (each device's own rows). Outside shard_map: the call."""
   axes = frozenset().union(*(varying_axes(a) for a in operands))
   return varying_over(call(*varying_over(operands, axes), **attributes), axes)
+
+
+def remat_chunks(run, xs: Array, carry, lengths: Array | None, reverse: bool,
+                 chunk_size: int | None = None):
+  """A sequence as oneDNN calls over chunks of K steps, each rematerialised in the backward.
+
+  `run(x [B, K, D], carry, lengths [B] or None) -> (ys [B, K, H], carry)` is one left-to-right
+  call with `unroll`'s padding contract. The chunks go through a `lax.scan` whose body is a
+  `jax.checkpoint`: the forward pass keeps only each chunk's input carry, and the backward
+  pass runs a chunk's forward call again (its workspace, then the backward call) before the
+  one before it. Saved memory: n carries `[B, H]` and one chunk's workspace, against all T
+  steps' workspace for one call (about 1.2 KiB per step and row at H = 512: 11.8 GiB at
+  B = 32, T = 10,000); the price is a second forward pass. One compiled chunk whatever T.
+
+  Lengths and reverse reduce to left-to-right chunks: each row's valid part is reversed in
+  place first (and its outputs put back after), and chunk k runs with the lengths
+  `clip(len_b - k K, 0, K)`; a row whose length ended in an earlier chunk holds its carry
+  (length 0). T is padded up to n K with steps no row reaches.
+  """
+  B, T, D = xs.shape
+  K = min(int(chunk_size) if chunk_size else math.isqrt(T - 1) + 1, T)  # ceil(sqrt(T))
+  n = -(-T // K)
+  full = jnp.full((B,), T, jnp.int32) if lengths is None else lengths.astype(jnp.int32)
+  steps = jnp.arange(T)
+  order = None
+  if reverse:
+    order = jnp.where(steps[None] < full[:, None], full[:, None] - 1 - steps[None], steps[None])
+    xs = jnp.take_along_axis(xs, order[..., None], axis=1)
+  xs = jnp.pad(xs, ((0, 0), (0, n * K - T), (0, 0)))
+  chunks = jnp.swapaxes(xs.reshape(B, n, K, D), 0, 1)  # [n, B, K, D]
+  uniform = lengths is None and T % K == 0  # every chunk whole: no hold column
+
+  @jax.checkpoint
+  def body(carry, inputs):
+    x, start = inputs
+    ys, carry = run(x, carry, None if uniform else jnp.clip(full - start, 0, K))
+    return carry, ys
+
+  carry, ys = jax.lax.scan(body, carry, (chunks, jnp.arange(n, dtype=jnp.int32) * K))
+  ys = jnp.swapaxes(ys, 0, 1).reshape(B, n * K, -1)[:, :T]
+  if order is not None:
+    ys = jnp.take_along_axis(ys, order[..., None], axis=1)
+  return ys, carry
 
 
 class _Held(NamedTuple):
@@ -435,7 +495,8 @@ def _to_onednn_gates(w: Array) -> Array:
 
 
 def gru_sequence(params, xs: Array, h0: Array, lengths: Array | None = None,
-                 reverse: bool = False, reset_after: bool = False) -> tuple[Array, Array]:
+                 reverse: bool = False, reset_after: bool = False, remat: bool = False,
+                 chunk_size: int | None = None) -> tuple[Array, Array]:
   """Runs a GRU over `xs [B, T, D]` with oneDNN: `(ys [B, T, H], h_n [B, H])`.
 
   `reset_after=False` is Cho et al.'s form (oneDNN's `vanilla_gru`), `reset_after=True`
@@ -445,7 +506,7 @@ def gru_sequence(params, xs: Array, h0: Array, lengths: Array | None = None,
   permuted from `cells.gru`'s r, z, n into oneDNN's u, r, o around the call (the gradients
   come back through the same permutation). Lengths: the hold column as for the LSTM, here
   only z = +HOLD (u = 1 keeps h exactly, so `h_n` is oneDNN's own). float32; a per-sequence
-  bias `[B, 3H]` is not taken.
+  bias `[B, 3H]` is not taken. `remat` and `chunk_size` as `lstm_sequence`'s.
   """
   _check_gru(params, xs, h0, reset_after)
   B, T, _ = xs.shape
@@ -453,6 +514,9 @@ def gru_sequence(params, xs: Array, h0: Array, lengths: Array | None = None,
   lengths = _checked_lengths(lengths, B)
   if B == 0 or T == 0:
     return jnp.zeros((B, T, H), jnp.float32), h0
+  if remat:
+    run = lambda x, carry, n: gru_sequence(params, x, carry, n, reset_after=reset_after)
+    return remat_chunks(run, xs, h0, lengths, bool(reverse), chunk_size)
   b = params["b"] if "b" in params else jnp.zeros((3 * H,), jnp.float32)
   weights = {"w_ih": _to_onednn_gates(params["w_ih"]),
              "w_hh": _to_onednn_gates(params["w_hh"]), "b": _to_onednn_gates(b)}
@@ -518,5 +582,5 @@ def workspace_bytes(B: int, T: int, D: int, H: int, reverse: bool = False) -> in
 
 
 __all__ = ["BACKWARD_TARGET", "FORWARD_TARGET", "GRU_BACKWARD_TARGET", "GRU_FORWARD_TARGET",
-           "LSTMState", "available", "gru_sequence", "lstm_sequence", "set_threads",
-           "workspace_bytes"]
+           "LSTMState", "available", "gru_sequence", "lstm_sequence", "remat_chunks",
+           "set_threads", "workspace_bytes"]
