@@ -65,7 +65,8 @@ Linux: the per-child form of `getrusage(RUSAGE_CHILDREN)`):
                   (one example at a time: drawing xs whole would peak at about 4x xs)
   fused [remat]   the same, then compiles and runs ONE jitted forward+backward step
                   of the fused kernel (loss = sum of the outputs, gradients of the
-                  params and the inputs), with and without `remat` (`--memory_remat`)
+                  params and the inputs), with and without `remat` (`--memory_remat`);
+                  `--memory_implementations=fused,onednn` adds oneDNN's
 
 and prints each peak beside XLA's compile-time total for the same program. A
 step whose compile-time total exceeds the machine's available memory (less
@@ -131,6 +132,8 @@ _MEMORY_RUN = flags.DEFINE_bool("memory_run", False, "Run one jitted forward+bac
                                 "exit.")
 _MEMORY_REMAT = flags.DEFINE_list("memory_remat", ["true", "false"],
                                   "remat settings for --memory_run, in order.")
+_MEMORY_IMPLS = flags.DEFINE_list("memory_implementations", ["fused"], "unroll "
+                                   "implementations for --memory_run (fused, onednn, scan).")
 _MEMORY_TIMEOUT = flags.DEFINE_float("memory_timeout", 900.0,
                                      "Seconds allowed to each --memory_run process.")
 _PARTS = flags.DEFINE_bool("parts", False, "Time the parts of the fused LSTM's forward+backward "
@@ -393,8 +396,8 @@ def memory_child(spec: dict) -> None:
   cell, params, xs = _memory_inputs(spec["cell"], spec["B"], spec["H"], spec["T"], dtype)
   row = {"status": "ok"}
   if spec["step"]:
-    loss = lambda p, x: jnp.sum(rnn_jax.unroll(cell, p, x, remat=spec["remat"],
-                                               implementation="fused")[0])
+    loss = lambda p, x: jnp.sum(rnn_jax.unroll(
+        cell, p, x, remat=spec["remat"], implementation=spec.get("implementation", "fused"))[0])
     start = time.perf_counter()
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs).compile()
     row["compile_s"] = time.perf_counter() - start
@@ -464,9 +467,11 @@ def memory_run_report(results) -> None:
             f"{'compile s':>9} {'step s':>7} | status")
       baseline = _run_child({**spec, "step": False, "remat": False}, _MEMORY_TIMEOUT.value)
       rows = [("baseline", None, baseline)]
-      for remat in remats:
-        rows.append(("rnn_jax/fused" + (" remat" if remat else ""), remat,
-                     _run_child({**spec, "step": True, "remat": remat}, _MEMORY_TIMEOUT.value)))
+      for impl in _MEMORY_IMPLS.value:
+        for remat in remats:
+          rows.append((f"rnn_jax/{impl}" + (" remat" if remat else ""), remat,
+                       _run_child({**spec, "step": True, "remat": remat, "implementation": impl},
+                                  _MEMORY_TIMEOUT.value)))
       for name, remat, row in rows:
         row = {**spec, "process": name, "remat": remat, **row,
                "baseline_rss_bytes": baseline["peak_rss_bytes"]}
@@ -611,9 +616,12 @@ def main(argv):
     print("\ncompile time (s) of forward+backward, B=32 H=512, against T")
     results["compile_s"] = {}
     for cell_name in _CELLS.value:
-      for impl in ("rnn_jax/scan", "rnn_jax/fused"):
+      for impl in ("rnn_jax/scan", "rnn_jax/fused", "rnn_jax/onednn"):
         cell = cells.lstm(8) if cell_name == "lstm" else cells.gru(8, reset_after=True)
         if impl == "rnn_jax/fused" and not kernels.fused_supports(cell):
+          continue
+        if impl == "rnn_jax/onednn" and (impl not in _IMPLS.value
+                                         or not kernels.onednn.available()[0]):
           continue
         seconds = {T: measure_compile(cell_name, impl, int(T)) for T in _COMPILE_T.value}
         results["compile_s"][f"{cell_name} {impl}"] = seconds
