@@ -344,17 +344,19 @@ def remat_chunks(run, xs: Array, carry, lengths: Array | None, reverse: bool,
   if reverse:
     order = jnp.where(steps[None] < full[:, None], full[:, None] - 1 - steps[None], steps[None])
     xs = jnp.take_along_axis(xs, order[..., None], axis=1)
-  xs = jnp.pad(xs, ((0, 0), (0, n * K - T), (0, 0)))
-  chunks = jnp.swapaxes(xs.reshape(B, n, K, D), 0, 1)  # [n, B, K, D]
+  if n * K > T:
+    xs = jnp.pad(xs, ((0, 0), (0, n * K - T), (0, 0)))
   uniform = lengths is None and T % K == 0  # every chunk whole: no hold column
 
+  # Each chunk is sliced from the batch-major xs inside the body (a transposed copy of xs as
+  # the scan's input would cost one more xs in memory).
   @jax.checkpoint
-  def body(carry, inputs):
-    x, start = inputs
+  def body(carry, start):
+    x = jax.lax.dynamic_slice_in_dim(xs, start, K, axis=1)  # [B, K, D]
     ys, carry = run(x, carry, None if uniform else jnp.clip(full - start, 0, K))
     return carry, ys
 
-  carry, ys = jax.lax.scan(body, carry, (chunks, jnp.arange(n, dtype=jnp.int32) * K))
+  carry, ys = jax.lax.scan(body, carry, jnp.arange(n, dtype=jnp.int32) * K)
   ys = jnp.swapaxes(ys, 0, 1).reshape(B, n * K, -1)[:, :T]
   if order is not None:
     ys = jnp.take_along_axis(ys, order[..., None], axis=1)
