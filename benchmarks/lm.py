@@ -2,6 +2,7 @@ r"""Training tokens/s of Zaremba's small PTB model: rnn_jax against PyTorch, in 
 
     python -m benchmarks.lm                       # zaremba_small sizes, 60 steps per turn, 3 turns
     python -m benchmarks.lm --hidden_size=650 --bptt=35 --dropout=0.5 --json=/tmp/lm.json
+    python -m benchmarks.lm --implementations=auto,onednn   # the LSTMs on oneDNN too
 
 Both models: embedding [V, H] -> 2-layer LSTM -> linear [H, V], batch B, BPTT
 T, SGD with lr 1 and global-norm clipping at 5, loss = sum over the T steps
@@ -38,16 +39,19 @@ _TURNS = flags.DEFINE_integer("turns", 3, "Turns per implementation.")
 _THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: default).")
 _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Time only rnn_jax.")
+_IMPLS = flags.DEFINE_list("implementations", ["auto"], "rnn_jax rows: the LM's "
+                           "--rnn_implementation for each (auto: the fused kernels; onednn).")
 
 
-def jax_runner():
+def jax_runner(implementation: str = "auto"):
   from experiments.lm import LMConfig
   from experiments.lm import model as model_lib
   from experiments.lm import train as train_lib
   from rnn_jax import training
 
   config = LMConfig(hidden_size=_HIDDEN.value, num_layers=_LAYERS.value,
-                    batch_size=_BATCH.value, bptt=_BPTT.value, dropout=_DROPOUT.value)
+                    batch_size=_BATCH.value, bptt=_BPTT.value, dropout=_DROPOUT.value,
+                    rnn_implementation=implementation)
   model = model_lib.build(config, _VOCAB.value)
   optimizer = train_lib.make_optimizer(config, steps_per_epoch=1000)
   state = training.state.create_state(model.init(jax.random.key(0)), optimizer,
@@ -123,7 +127,8 @@ def torch_runner():
 def main(argv):
   del argv
   tokens = _BATCH.value * _BPTT.value * _STEPS.value
-  runners = {"rnn_jax": jax_runner()}
+  runners = {("rnn_jax" if impl == "auto" else f"rnn_jax/{impl}"): jax_runner(impl)
+             for impl in _IMPLS.value}
   if not _SKIP_TORCH.value:
     runners["pytorch"] = torch_runner()
   for run in runners.values():
@@ -144,9 +149,11 @@ def main(argv):
     print(f"{name:>8}: " + "  ".join(f"{v:8.0f}" for v in values)
           + f"   median {statistics.median(values):8.0f} tokens/s")
   if "pytorch" in rates:
-    ratio = results["rnn_jax_tokens_per_s"] / results["pytorch_tokens_per_s"]
-    results["rnn_jax_over_pytorch"] = ratio
-    print(f"rnn_jax / pytorch: {ratio:.2f}x")
+    for name in rates:
+      if name != "pytorch":
+        ratio = results[f"{name}_tokens_per_s"] / results["pytorch_tokens_per_s"]
+        results[f"{name}_over_pytorch"] = ratio
+        print(f"{name} / pytorch: {ratio:.2f}x")
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump(results, f, indent=2)

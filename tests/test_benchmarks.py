@@ -121,9 +121,11 @@ def test_whole_step_benchmarks(tmp_path):
   assert rows[1]["all-gather"] == 0 and rows[1]["all-reduce"] > 0, rows
   lm = tmp_path / "lm.json"
   _run("benchmarks.lm", "--hidden_size=8", "--num_layers=2", "--batch_size=4", "--bptt=5",
-       "--vocab_size=30", "--steps=1", "--turns=1", f"--json={lm}")
+       "--vocab_size=30", "--steps=1", "--turns=1", "--implementations=auto,onednn",
+       f"--json={lm}")
   result = json.loads(lm.read_text())
   assert result["rnn_jax_tokens_per_s"] > 0 and result["pytorch_tokens_per_s"] > 0, result
+  assert result["rnn_jax/onednn_tokens_per_s"] > 0 and "rnn_jax/onednn_over_pytorch" in result
 
 
 def test_gpu_script_runs_its_steps(tmp_path):

@@ -386,6 +386,40 @@ def test_gnmt_on_onednn_has_the_fused_kernels_loss_and_gradients():
   _close(g2, g1, rtol=1e-4, atol=1e-6)
 
 
+@needs_onednn
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+def test_lm_on_onednn_has_the_fused_kernels_loss_and_gradients(cell_name):
+  """The PTB language model's `--rnn_implementation=onednn` (benchmarks.lm's oneDNN row):
+  its two layers call oneDNN, with the loss, gradients and next carry of the default (fused
+  kernels) on a random batch, dropout and a carried state included; a cell oneDNN does not
+  compute (zoneout) is refused."""
+  from experiments.common import UserError
+  from experiments.lm import LMConfig
+  from experiments.lm import model as model_lib, train as train_lib
+  rng = np.random.default_rng(0)
+  V = 17
+  batch = {"inputs": rng.integers(0, V, (3, 6)).astype(np.int32),
+           "targets": rng.integers(0, V, (3, 6)).astype(np.int32), "reset": np.asarray(False)}
+  results = []
+  for impl in ("auto", "onednn"):
+    config = LMConfig(hidden_size=8, num_layers=2, batch_size=3, bptt=6, dropout=0.3,
+                      cell=cell_name, rnn_implementation=impl)
+    train_lib.check_config(config)
+    model = model_lib.build(config, V)
+    params = model.init(jax.random.key(0))
+    carry = jax.tree_util.tree_map(lambda a: a + 0.5, model.initial_carry(3))
+    loss = lambda p: train_lib.make_loss_fn(config, model)(p, carry, batch, jax.random.key(4))
+    target = onednn.FORWARD_TARGET if cell_name == "lstm" else onednn.GRU_FORWARD_TARGET
+    calls = str(jax.make_jaxpr(loss)(params)).count(target)
+    results.append((calls, jax.jit(jax.value_and_grad(loss, has_aux=True))(params)))
+  (fused_calls, ((l1, (c1, _)), g1)), (onednn_calls, ((l2, (c2, _)), g2)) = results
+  assert fused_calls == 0 and onednn_calls == 2
+  np.testing.assert_allclose(float(l2), float(l1), rtol=1e-5)
+  _close((g2, c2), (g1, c1), rtol=1e-4, atol=1e-6)
+  with pytest.raises(UserError, match="rnn_implementation=onednn"):
+    train_lib.check_config(LMConfig(zoneout_h=0.1, rnn_implementation="onednn"))
+
+
 def test_unroll_refuses_cells_onednn_does_not_compute():
   xs = jnp.ones((2, 3, 4))
   for cell in (cells.simple_rnn(4), cells.lstm(4, peephole=True), cells.lstm(4, coupled=True),

@@ -15,6 +15,11 @@ class LMConfig(RunConfig):
   cell: str = field("lstm", "Recurrent cell: lstm or gru.")
   hidden_size: int = field(200, "Hidden size H, also the embedding size.")
   num_layers: int = field(2, "Number of stacked recurrent layers L.")
+  rnn_implementation: str = field("auto", "The recurrent layers' kernels (rnn_jax.unroll's "
+                                  "implementation): auto (fused XLA kernels where the cell "
+                                  "has one), scan, onednn (oneDNN's LSTM/GRU on the CPU, "
+                                  "plain cells only), pallas. The same function; speed only.",
+                                  may_change=True)
   batch_size: int = field(20, "Training batch B (parallel streams of the corpus).")
   bptt: int = field(20, "Truncated BPTT length T; the carry passes between batches.")
   epochs: int = field(13, "Training epochs (passes over the training stream).")

@@ -47,7 +47,8 @@ def make_cell(config):
 def build(config, vocab_size: int) -> LanguageModel:
   H, V = config.hidden_size, vocab_size
   cell = make_cell(config)
-  network = layers.stack([layers.rnn(cell) for _ in range(config.num_layers)],
+  network = layers.stack([layers.rnn(cell, implementation=config.rnn_implementation)
+                          for _ in range(config.num_layers)],
                          dropout_rate=config.dropout,
                          dropout_per_sequence=config.dropout_per_sequence)
   broadcast = (1,) if config.dropout_per_sequence else ()
