@@ -19,6 +19,8 @@ turns round-robin so every implementation sees the same machine state:
   rnn_jax/onednn  `implementation="onednn"`: oneDNN's LSTM / GRU primitives through an XLA
                   FFI call (CPU only; needs the `onednn` extra; its threads are OpenMP's,
                   `OMP_NUM_THREADS`, not XLA's)
+  rnn_jax/onednn_bf16  oneDNN's LSTM in bfloat16 (x, h, weights; c, bias and gradients
+                  float32 inside): a different precision, like fused_bf16 (LSTM only)
   flax            `flax.linen.RNN(OptimizedLSTMCell / GRUCell)`
   torch           `torch.nn.LSTM / nn.GRU` on the CPU (oneDNN), CUDA when present
   jax_cudnn       `jax.experimental.rnn.lstm`, JAX's cuDNN LSTM (LSTM only; it has no
@@ -101,7 +103,8 @@ _SIZES = flags.DEFINE_list("sizes", ["32x512x100", "64x256x200", "8x1024x50", "6
 _TURNS = flags.DEFINE_integer("turns", 3, "Round-robin turns.")
 _MIN_TIME = flags.DEFINE_float("min_time", 0.3, "Seconds of repeats per measurement.")
 _IMPLS = flags.DEFINE_list("implementations", ["rnn_jax/scan", "rnn_jax/fused", "rnn_jax/fused_bf16",
-                                               "rnn_jax/fused_dp", "rnn_jax/pallas", "rnn_jax/onednn", "flax",
+                                               "rnn_jax/fused_dp", "rnn_jax/pallas", "rnn_jax/onednn",
+                                               "rnn_jax/onednn_bf16", "flax",
                                                "torch", "jax_cudnn", "gemm_limit"],
                             "What to time (rnn_jax/fused_dp only with several devices; "
                             "rnn_jax/pallas and jax_cudnn only on a GPU).")
@@ -190,9 +193,11 @@ def jax_fns(cell_name, impl, B, H, T):
   xs = jax.random.normal(jax.random.key(1), (B, T, H))
   if impl.startswith("rnn_jax/fused") and not kernels.fused_supports(cell):
     return None
+  if impl == "rnn_jax/onednn_bf16" and cell_name != "lstm":
+    return None
   implementation = {"rnn_jax/scan": "scan", "rnn_jax/pallas": "pallas",
-                    "rnn_jax/onednn": "onednn"}.get(impl, "fused")
-  if impl == "rnn_jax/fused_bf16":
+                    "rnn_jax/onednn": "onednn", "rnn_jax/onednn_bf16": "onednn"}.get(impl, "fused")
+  if impl in ("rnn_jax/fused_bf16", "rnn_jax/onednn_bf16"):
     params, xs = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), (params, xs))
   if impl == "rnn_jax/fused_dp":  # the batch split over every device, params replicated
     mesh = training.data_mesh()

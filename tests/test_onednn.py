@@ -610,3 +610,42 @@ def test_remat_holds_one_chunks_workspace():
       argnums=(0, 1, 2, 3))(params, xs, h0, c0),
       jax.grad(_loss(_unroll(cell, "fused")), argnums=(0, 1, 2, 3))(params, xs, h0, c0),
       rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ bfloat16
+
+
+@needs_onednn
+@pytest.mark.parametrize("seq_lengths,reverse,remat", [(None, False, False),
+                                                        ([6, 0, 3], True, False),
+                                                        ([1, 6, 6], False, True)])
+def test_bfloat16_equals_float32_scan_on_the_rounded_numbers(seq_lengths, reverse, remat):
+  """bfloat16 params, inputs and carry (oneDNN's bf16 handlers: c, the bias and the gradients
+  in float32 inside): outputs, final carry and gradients in bfloat16, near the float32 scan on
+  the same bfloat16-rounded numbers (the fused kernels' bf16 contract and tolerance)."""
+  cell, params, xs, h0, c0 = _setup(3, 6, 5, 16, seed=13)
+  lengths = None if seq_lengths is None else jnp.array(seq_lengths)
+  to = lambda dtype: lambda t: jax.tree_util.tree_map(lambda a: a.astype(dtype), t)
+  args16 = to(jnp.bfloat16)((params, xs, h0, c0))
+  ours = lambda p, x, h, c: onednn.lstm_sequence(p, x, h, c, lengths, reverse, remat=remat,
+                                                 chunk_size=4)
+  scan = lambda p, x, h, c: rnn_jax.unroll(cell, p, x, seq_lengths=lengths, reverse=reverse,
+                                           initial_carry=LSTMState(h, c),
+                                           implementation="scan")
+  out16 = jax.jit(ours)(*args16)
+  grads16 = jax.jit(jax.grad(_loss(ours), argnums=(0, 1, 2, 3)))(*args16)
+  for leaf in jax.tree_util.tree_leaves((out16, grads16)):
+    assert leaf.dtype == jnp.bfloat16
+  assert onednn.FORWARD_BF16_TARGET in str(jax.make_jaxpr(ours)(*args16))
+  args32 = to(jnp.float32)(args16)
+  f32 = to(jnp.float32)
+  _close(f32(out16), scan(*args32), rtol=2e-2, atol=2e-2)
+  _close(f32(grads16), jax.grad(_loss(scan), argnums=(0, 1, 2, 3))(*args32), rtol=2e-2,
+         atol=2e-2)
+
+
+@needs_onednn
+def test_mixed_dtypes_are_refused():
+  _, params, xs, h0, c0 = _setup(2, 3, 3, 4)
+  with pytest.raises(TypeError, match="bfloat16 for all"):
+    onednn.lstm_sequence(params, xs.astype(jnp.bfloat16), h0, c0)

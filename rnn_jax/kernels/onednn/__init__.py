@@ -10,7 +10,8 @@ coupled gates, no layer norm), values and gradients:
     c_t = σ(z_f) ⊙ c_{t-1} + σ(z_i) ⊙ tanh(z_g)
     h_t = σ(z_o) ⊙ tanh(c_t),   y_t = h_t
 
-Scope so far (issue #21): one layer, either direction, per-row lengths, float32.
+Scope so far (issue #21): one layer, either direction, per-row lengths, float32; the LSTM
+also in bfloat16 (below).
 `lstm_sequence` is a `jax.custom_vjp` around two FFI calls:
 
   * forward: one FFI call (`rnn_jax_onednn_lstm_fwd`) runs `dnnl::lstm_forward` with
@@ -80,6 +81,17 @@ eleven packages of SYCL, OpenCL and compiler runtimes (libsycl-jit.so alone is 2
 `build.find_onednn` still finds them (after the `-cpu-*` wheels) and `available()` then
 reports oneDNN's error.
 
+bfloat16: when xs, h0, c0 and the params are all bfloat16, the LSTM runs on oneDNN's bf16
+handlers (`rnn_jax_onednn_lstm_fwd_bf16` / `_bwd_bf16`): x, h, y and the weights in bfloat16,
+the cell state, the bias and every gradient in float32 (oneDNN's bf16 backward primitive
+takes no bf16 diff; the gradients are rounded to their primals' dtypes after the call), and
+c stays float32 between remat's chunks. The forward's weights go to oneDNN in its own
+layout (`any`, reordered per call): with the user's `ldigo` oneDNN 3.2 picks its reference
+RNN for bf16, with its own layout its avx512_core_bf16 brgemm kernels. h is rounded to
+bfloat16 at every step (it is the next step's bf16 input), where the fused kernels keep it
+in float32; the tests hold both to the float32 scan on the rounded numbers at 2e-2. Mixed
+dtypes are refused (TypeError); the GRU is float32 only.
+
 Memory: `forward_training` saves a workspace of every step's gates and states for the
 backward primitive, about 1.2 KiB per step and row at H = 512 (B = 32: 122 MiB at T = 100,
 11.8 GiB at T = 10,000), all of it alive between the forward and the backward pass. With
@@ -126,6 +138,8 @@ Array = jax.Array
 
 FORWARD_TARGET = "rnn_jax_onednn_lstm_fwd"
 BACKWARD_TARGET = "rnn_jax_onednn_lstm_bwd"
+FORWARD_BF16_TARGET = "rnn_jax_onednn_lstm_fwd_bf16"
+BACKWARD_BF16_TARGET = "rnn_jax_onednn_lstm_bwd_bf16"
 GRU_FORWARD_TARGET = "rnn_jax_onednn_gru_fwd"
 GRU_BACKWARD_TARGET = "rnn_jax_onednn_gru_bwd"
 
@@ -143,6 +157,11 @@ def _register(library: ctypes.CDLL) -> None:
                               platform="cpu")
   jax.ffi.register_ffi_target(BACKWARD_TARGET,
                               jax.ffi.pycapsule(library.RnnJaxOnednnLstmBackward), platform="cpu")
+  jax.ffi.register_ffi_target(FORWARD_BF16_TARGET,
+                              jax.ffi.pycapsule(library.RnnJaxOnednnLstmForwardBf16), platform="cpu")
+  jax.ffi.register_ffi_target(BACKWARD_BF16_TARGET,
+                              jax.ffi.pycapsule(library.RnnJaxOnednnLstmBackwardBf16),
+                              platform="cpu")
   jax.ffi.register_ffi_target(GRU_FORWARD_TARGET,
                               jax.ffi.pycapsule(library.RnnJaxOnednnGruForward), platform="cpu")
   jax.ffi.register_ffi_target(GRU_BACKWARD_TARGET,
@@ -153,6 +172,9 @@ def _register(library: ctypes.CDLL) -> None:
 def _configure(library: ctypes.CDLL) -> None:
   library.RnnJaxOnednnLstmWorkspaceBytes.restype = ctypes.c_int64
   library.RnnJaxOnednnLstmWorkspaceBytes.argtypes = [ctypes.c_int64] * 5 + [
+      ctypes.c_char_p, ctypes.c_int64]
+  library.RnnJaxOnednnLstmWorkspaceBytesBf16.restype = ctypes.c_int64
+  library.RnnJaxOnednnLstmWorkspaceBytesBf16.argtypes = [ctypes.c_int64] * 5 + [
       ctypes.c_char_p, ctypes.c_int64]
   library.RnnJaxOnednnGruWorkspaceBytes.restype = ctypes.c_int64
   library.RnnJaxOnednnGruWorkspaceBytes.argtypes = [ctypes.c_int64] * 6 + [
@@ -174,10 +196,13 @@ def _sized(what: str, query, *args) -> int:
 
 
 def _workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int,
-                     reverse: bool = False) -> int:
-  """The bytes of workspace oneDNN's forward_training writes; raises with oneDNN's message."""
-  return _sized(f"oneDNN LSTM (T={T}, B={B}, D={D}, H={H})",
-                library.RnnJaxOnednnLstmWorkspaceBytes, T, B, D, H, int(reverse))
+                     reverse: bool = False, bf16: bool = False) -> int:
+  """The bytes of workspace oneDNN's forward_training writes (in float32, or with `bf16` the
+  bfloat16 handlers'); raises with oneDNN's message."""
+  query = (library.RnnJaxOnednnLstmWorkspaceBytesBf16 if bf16
+           else library.RnnJaxOnednnLstmWorkspaceBytes)
+  return _sized(f"oneDNN LSTM (T={T}, B={B}, D={D}, H={H}{', bfloat16' if bf16 else ''})",
+                query, T, B, D, H, int(reverse))
 
 
 def _gru_workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int, reverse: bool,
@@ -246,9 +271,10 @@ def _check(params, xs, h0, c0) -> None:
   for name, a in (("h0", h0), ("c0", c0)):
     if a.shape != (B, H):
       raise ValueError(f"{name}: expected [B, H] = {(B, H)}, got {a.shape}")
-  for name, a in (("xs", xs), ("h0", h0), ("c0", c0), *params.items()):
-    if a.dtype != jnp.float32:
-      raise TypeError(f"{name}: the oneDNN LSTM takes float32 only for now, got {a.dtype}")
+  dtypes = {name: a.dtype for name, a in (("xs", xs), ("h0", h0), ("c0", c0), *params.items())}
+  if set(dtypes.values()) not in ({jnp.dtype(jnp.float32)}, {jnp.dtype(jnp.bfloat16)}):
+    raise TypeError(f"the oneDNN LSTM takes float32, or bfloat16 for all of xs, h0, c0 and the "
+                    f"params; got {', '.join(f'{k} {v}' for k, v in dtypes.items())}")
 
 
 def _checked_lengths(lengths, B: int) -> Array | None:
@@ -268,9 +294,10 @@ def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None
 
   Args:
     params: `cells.lstm(H)` params: `w_ih [D, 4H]`, `w_hh [H, 4H]`, optional `b [4H]`,
-      gate order i, f, g, o; float32.
-    xs: inputs `[B, T, D]` (batch-major, as `rnn_jax.unroll` takes them), float32.
-    h0, c0: the initial carry `[B, H]`, float32.
+      gate order i, f, g, o; float32, or bfloat16 with everything else.
+    xs: inputs `[B, T, D]` (batch-major, as `rnn_jax.unroll` takes them), float32 or
+      bfloat16 ("bfloat16" in the module docstring).
+    h0, c0: the initial carry `[B, H]`, in xs's dtype.
     lengths: `[B]` int lengths in `[0, T]`, or None (all T): `unroll`'s padding contract,
       outputs past a row's length are zero and its carry is the one at its last valid step
       (see "Lengths" in the module docstring for how one oneDNN call keeps it).
@@ -295,9 +322,19 @@ def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None
   lengths = _checked_lengths(lengths, B)
   if B == 0 or T == 0:  # oneDNN takes no empty dimension; nothing runs, the carry passes
     return jnp.zeros((B, T, H), jnp.float32), LSTMState(h0, c0)
+  c_dtype = c0.dtype
+  if xs.dtype == jnp.bfloat16:  # oneDNN's bf16 LSTM keeps c and the bias in float32
+    params = dict(params, b=_bias(params, H).astype(jnp.float32))
+    c0 = c0.astype(jnp.float32)  # also between remat's chunks
   if remat:
-    run = lambda x, carry, n: lstm_sequence(params, x, carry.h, carry.c, n)
-    return remat_chunks(run, xs, LSTMState(h0, c0), lengths, bool(reverse), chunk_size)
+    run = lambda x, carry, n: _lstm_sequence(params, x, carry.h, carry.c, n, False)
+    ys, final = remat_chunks(run, xs, LSTMState(h0, c0), lengths, bool(reverse), chunk_size)
+  else:
+    ys, final = _lstm_sequence(params, xs, h0, c0, lengths, reverse)
+  return ys, LSTMState(final.h, final.c.astype(c_dtype))
+
+
+def _lstm_sequence(params, xs, h0, c0, lengths, reverse):
   if lengths is None:
     ys, h_n, c_n = _lstm(params, xs, h0, c0, bool(reverse))
     return ys, LSTMState(h_n, c_n)
@@ -396,7 +433,7 @@ def _with_hold_row(w_ih, *gates_hold) -> Array:
   """`w_ih [D, G H]` with the hold column's row appended, `[D + 1, G H]`: per gate, the value
   added to its pre-activation on a padded step."""
   H = w_ih.shape[1] // len(gates_hold)
-  row = jnp.concatenate([jnp.full((1, H), v, jnp.float32) for v in gates_hold], axis=1)
+  row = jnp.concatenate([jnp.full((1, H), v, w_ih.dtype) for v in gates_hold], axis=1)
   return jnp.concatenate([w_ih, row], axis=0)
 
 
@@ -418,10 +455,11 @@ def _forward(params, xs, h0, c0, reverse: bool):
   """The FFI forward: `(ys [B, T, H], h_n [B, H], c_n [B, H], workspace [N] uint8)`."""
   B, T, D = xs.shape
   H = h0.shape[-1]
-  workspace = _workspace_bytes(_library(), T, B, D, H, reverse)
-  f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-  call = jax.ffi.ffi_call(FORWARD_TARGET,
-                          (f32((B, T, H)), f32((B, H)), f32((B, H)),
+  bf16 = xs.dtype == jnp.bfloat16  # then c0, c_n and b are float32 (lstm_sequence)
+  workspace = _workspace_bytes(_library(), T, B, D, H, reverse, bf16)
+  of = lambda shape, dtype=xs.dtype: jax.ShapeDtypeStruct(shape, dtype)
+  call = jax.ffi.ffi_call(FORWARD_BF16_TARGET if bf16 else FORWARD_TARGET,
+                          (of((B, T, H)), of((B, H)), of((B, H), jnp.float32),
                            jax.ShapeDtypeStruct((workspace,), jnp.uint8)),
                           vmap_method="sequential")
   return _ffi(call, xs, h0, c0, params["w_ih"], params["w_hh"], _bias(params, H),
@@ -443,7 +481,9 @@ def _lstm_bwd(reverse, saved, cotangents):
   params, xs, h0, c0, ys, h_n, c_n, workspace = saved
   d_ys, dh_n, dc_n = cotangents
   H = h0.shape[-1]
-  call = jax.ffi.ffi_call(BACKWARD_TARGET,
+  bf16 = xs.dtype == jnp.bfloat16  # the gradients come back in float32 either way
+  d_ys, dh_n = d_ys.astype(jnp.float32), dh_n.astype(jnp.float32)
+  call = jax.ffi.ffi_call(BACKWARD_BF16_TARGET if bf16 else BACKWARD_TARGET,
                           (jax.ShapeDtypeStruct(xs.shape, jnp.float32),
                            jax.ShapeDtypeStruct(h0.shape, jnp.float32),
                            jax.ShapeDtypeStruct(c0.shape, jnp.float32),
@@ -457,9 +497,11 @@ def _lstm_bwd(reverse, saved, cotangents):
   d_params = {"w_ih": dw_ih, "w_hh": dw_hh}
   if "b" in params:
     d_params["b"] = db
-  # Inside shard_map: the replicated inputs' gradients summed over the batch's axes.
-  d_params = {k: cotangent_like(g, params[k]) for k, g in d_params.items()}
-  return d_params, d_xs, cotangent_like(dh0, h0), cotangent_like(dc0, c0)
+  # Inside shard_map: the replicated inputs' gradients summed over the batch's axes; each in
+  # its primal's dtype.
+  d_params = {k: cotangent_like(g.astype(params[k].dtype), params[k]) for k, g in d_params.items()}
+  return (d_params, d_xs.astype(xs.dtype), cotangent_like(dh0.astype(h0.dtype), h0),
+          cotangent_like(dc0, c0))
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
@@ -583,6 +625,6 @@ def workspace_bytes(B: int, T: int, D: int, H: int, reverse: bool = False) -> in
   return _workspace_bytes(_library(), T, B, D, H, reverse)
 
 
-__all__ = ["BACKWARD_TARGET", "FORWARD_TARGET", "GRU_BACKWARD_TARGET", "GRU_FORWARD_TARGET",
+__all__ = ["BACKWARD_BF16_TARGET", "BACKWARD_TARGET", "FORWARD_BF16_TARGET", "FORWARD_TARGET", "GRU_BACKWARD_TARGET", "GRU_FORWARD_TARGET",
            "LSTMState", "available", "gru_sequence", "lstm_sequence", "remat_chunks",
            "set_threads", "workspace_bytes"]

@@ -3,7 +3,8 @@
 // the layouts and the contract are in rnn_jax/kernels/onednn/__init__.py.
 //
 // One layer, one direction (left to right, or right to left with the attribute `reverse`),
-// float32. Layouts, all as JAX hands them over:
+// float32 (the LSTM also in bfloat16: the *Bf16 handlers, x, h, y and the weights bf16; c,
+// the bias and every gradient f32). Layouts, all as JAX hands them over:
 //   x [B, T, D]   y, dy [B, T, H]   (oneDNN's "ntc": batch-major, no transpose)
 //   h0, c0, h_n, c_n [B, H]         (oneDNN's "ldnc" with l = d = 1)
 //   w_ih [D, 4H]  w_hh [H, 4H]      (oneDNN's "ldigo": [1, 1, D or H, 4, H], gates i, f, g, o)
@@ -41,6 +42,10 @@ using OutF32R1 = ffi::ResultBuffer<ffi::F32, 1>;
 using OutF32R2 = ffi::ResultBuffer<ffi::F32, 2>;
 using OutF32R3 = ffi::ResultBuffer<ffi::F32, 3>;
 using OutBytes = ffi::ResultBuffer<ffi::U8, 1>;
+using BF16R2 = ffi::Buffer<ffi::BF16, 2>;
+using BF16R3 = ffi::Buffer<ffi::BF16, 3>;
+using OutBF16R2 = ffi::ResultBuffer<ffi::BF16, 2>;
+using OutBF16R3 = ffi::ResultBuffer<ffi::BF16, 3>;
 
 namespace {
 
@@ -68,6 +73,7 @@ struct Shapes {
   bool reverse = false;
   int64_t G = 4;   // gates: 4 (LSTM: i, f, c~, o), 3 (GRU: u, r, o)
   int64_t BG = 4;  // bias gates: G, or 4 for the linear-before-reset GRU (u, r, o, u')
+  dt src = dt::f32;  // x, h, y and the weights: f32, or bf16 (the LSTM's bfloat16 handlers)
 
   dnnl::rnn_direction direction() const {
     return reverse ? dnnl::rnn_direction::unidirectional_right2left
@@ -75,19 +81,30 @@ struct Shapes {
   }
 
   // Logical dims are always (t, n, c); the tag ntc lays them out batch-major.
-  dnnl::memory::desc layer(int64_t C) const { return {{T, B, C}, dt::f32, tag::ntc}; }
-  dnnl::memory::desc state() const { return {{1, 1, B, H}, dt::f32, tag::ldnc}; }
-  dnnl::memory::desc weights(int64_t C) const { return {{1, 1, C, G, H}, dt::f32, tag::ldigo}; }
-  dnnl::memory::desc weights_any(int64_t C) const {
-    return {{1, 1, C, G, H}, dt::f32, tag::any};
-  }
+  dnnl::memory::desc layer(int64_t C) const { return {{T, B, C}, src, tag::ntc}; }
+  dnnl::memory::desc state() const { return {{1, 1, B, H}, src, tag::ldnc}; }
+  dnnl::memory::desc weights(int64_t C) const { return {{1, 1, C, G, H}, src, tag::ldigo}; }
+  dnnl::memory::desc weights_any(int64_t C) const { return {{1, 1, C, G, H}, src, tag::any}; }
+  // The bias, the LSTM's cell state and every gradient are float32 whatever `src` is: oneDNN's
+  // bf16 RNN keeps them so (its backward primitive takes no bf16 diff).
   dnnl::memory::desc bias() const { return {{1, 1, BG, H}, dt::f32, tag::ldgo}; }
+  dnnl::memory::desc state_f32() const { return {{1, 1, B, H}, dt::f32, tag::ldnc}; }
+  dnnl::memory::desc diff_layer(int64_t C) const { return {{T, B, C}, dt::f32, tag::ntc}; }
+  dnnl::memory::desc diff_weights(int64_t C) const {
+    return {{1, 1, C, G, H}, dt::f32, tag::ldigo};
+  }
+  // bf16 weights in oneDNN's own layout (`any`): only then does it pick its brgemm kernels
+  // (with the user's ldigo it falls back to its reference RNN); f32 keeps ldigo, no reorder.
+  dnnl::memory::desc forward_weights(int64_t C) const {
+    return src == dt::bf16 ? weights_any(C) : weights(C);
+  }
 };
 
 dnnl::lstm_forward::primitive_desc ForwardDesc(const Shapes& s) {
   return dnnl::lstm_forward::primitive_desc(
-      CpuEngine(), dnnl::prop_kind::forward_training, s.direction(), s.layer(s.D), s.state(), s.state(),
-      s.weights(s.D), s.weights(s.H), s.bias(), s.layer(s.H), s.state(), s.state());
+      CpuEngine(), dnnl::prop_kind::forward_training, s.direction(), s.layer(s.D), s.state(),
+      s.state_f32(), s.forward_weights(s.D), s.forward_weights(s.H), s.bias(), s.layer(s.H),
+      s.state(), s.state_f32());
 }
 
 dnnl::lstm_backward::primitive_desc BackwardDesc(const Shapes& s,
@@ -95,10 +112,10 @@ dnnl::lstm_backward::primitive_desc BackwardDesc(const Shapes& s,
   // Weights as the backward primitive prefers them (oneDNN transposes them to ldgoi for the
   // backward GEMMs); gradients in the user's ldigo.
   return dnnl::lstm_backward::primitive_desc(
-      CpuEngine(), dnnl::prop_kind::backward, s.direction(), s.layer(s.D), s.state(), s.state(), s.weights_any(s.D), s.weights_any(s.H), s.bias(),
-      s.layer(s.H), s.state(), s.state(),
-      s.layer(s.D), s.state(), s.state(), s.weights(s.D), s.weights(s.H), s.bias(),
-      s.layer(s.H), s.state(), s.state(), fwd);
+      CpuEngine(), dnnl::prop_kind::backward, s.direction(), s.layer(s.D), s.state(),
+      s.state_f32(), s.weights_any(s.D), s.weights_any(s.H), s.bias(), s.layer(s.H), s.state(),
+      s.state_f32(), s.diff_layer(s.D), s.state_f32(), s.state_f32(), s.diff_weights(s.D),
+      s.diff_weights(s.H), s.bias(), s.diff_layer(s.H), s.state_f32(), s.state_f32(), fwd);
 }
 
 dnnl::memory Wrap(const dnnl::memory::desc& md, const void* data) {
@@ -145,11 +162,12 @@ ffi::Error CheckWorkspace(const char* what, const PrimitiveDesc& pd, size_t have
                                      std::to_string(want));
 }
 
-// The forward's weights (user layout ldigo) in the layouts the backward primitive `pd` chose.
-template <class PrimitiveDesc>
-std::pair<dnnl::memory, dnnl::memory> BackwardWeights(const PrimitiveDesc& pd, const Shapes& s,
-                                                      F32R2 w_ih, F32R2 w_hh,
-                                                      dnnl::stream& stream) {
+// The user's weights (layout ldigo) in the layouts the primitive `pd` chose (the backward
+// primitive's own; the bf16 forward's own).
+template <class PrimitiveDesc, class Weights>
+std::pair<dnnl::memory, dnnl::memory> PrimitiveWeights(const PrimitiveDesc& pd, const Shapes& s,
+                                                       Weights w_ih, Weights w_hh,
+                                                       dnnl::stream& stream) {
   return {AsLayout(Wrap(s.weights(s.D), w_ih.untyped_data()), pd.weights_layer_desc(), stream),
           AsLayout(Wrap(s.weights(s.H), w_hh.untyped_data()), pd.weights_iter_desc(), stream)};
 }
@@ -167,13 +185,19 @@ void CopyError(const std::exception& e, char* error, int64_t error_size) {
   error[error_size - 1] = '\0';
 }
 
-ffi::Error LstmForwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
-                           bool reverse, OutF32R3 y, OutF32R2 h_n, OutF32R2 c_n,
+constexpr dt SrcType(ffi::DataType X) { return X == ffi::DataType::BF16 ? dt::bf16 : dt::f32; }
+
+// X: F32, or BF16 (x, h0, the weights, y and h_n in bfloat16; c0, c_n and b in float32).
+template <ffi::DataType X>
+ffi::Error LstmForwardImpl(ffi::Buffer<X, 3> x, ffi::Buffer<X, 2> h0, F32R2 c0,
+                           ffi::Buffer<X, 2> w_ih, ffi::Buffer<X, 2> w_hh, F32R1 b, bool reverse,
+                           ffi::ResultBuffer<X, 3> y, ffi::ResultBuffer<X, 2> h_n, OutF32R2 c_n,
                            OutBytes workspace) {
   ApplyThreads();
   try {
     auto xd = x.dimensions();
     Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1], reverse};
+    s.src = SrcType(X);
     RETURN_IF_ERROR(CheckShape("h0", h0.dimensions(), {s.B, s.H}));
     RETURN_IF_ERROR(CheckShape("c0", c0.dimensions(), {s.B, s.H}));
     RETURN_IF_ERROR(CheckShape("w_ih", w_ih.dimensions(), {s.D, 4 * s.H}));
@@ -185,16 +209,17 @@ ffi::Error LstmForwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, 
     auto pd = ForwardDesc(s);
     RETURN_IF_ERROR(CheckWorkspace("oneDNN LSTM forward", pd, workspace->element_count()));
     dnnl::stream stream(CpuEngine());
+    auto [w_layer, w_iter] = PrimitiveWeights(pd, s, w_ih, w_hh, stream);
     dnnl::lstm_forward(pd).execute(
         stream, {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
                  {DNNL_ARG_SRC_ITER, Wrap(s.state(), h0.untyped_data())},
-                 {DNNL_ARG_SRC_ITER_C, Wrap(s.state(), c0.untyped_data())},
-                 {DNNL_ARG_WEIGHTS_LAYER, Wrap(s.weights(s.D), w_ih.untyped_data())},
-                 {DNNL_ARG_WEIGHTS_ITER, Wrap(s.weights(s.H), w_hh.untyped_data())},
+                 {DNNL_ARG_SRC_ITER_C, Wrap(s.state_f32(), c0.untyped_data())},
+                 {DNNL_ARG_WEIGHTS_LAYER, w_layer},
+                 {DNNL_ARG_WEIGHTS_ITER, w_iter},
                  {DNNL_ARG_BIAS, Wrap(s.bias(), b.untyped_data())},
                  {DNNL_ARG_DST_LAYER, Wrap(s.layer(s.H), y->untyped_data())},
                  {DNNL_ARG_DST_ITER, Wrap(s.state(), h_n->untyped_data())},
-                 {DNNL_ARG_DST_ITER_C, Wrap(s.state(), c_n->untyped_data())},
+                 {DNNL_ARG_DST_ITER_C, Wrap(s.state_f32(), c_n->untyped_data())},
                  {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace->untyped_data())}});
     stream.wait();
   } catch (const std::exception& e) {
@@ -203,14 +228,18 @@ ffi::Error LstmForwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, 
   return ffi::Error::Success();
 }
 
-ffi::Error LstmBackwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
-                            F32R3 y, F32R2 h_n, F32R2 c_n, F32R3 dy, F32R2 dh_n, F32R2 dc_n,
-                            Bytes workspace, bool reverse, OutF32R3 dx, OutF32R2 dh0,
-                            OutF32R2 dc0, OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
+template <ffi::DataType X>
+ffi::Error LstmBackwardImpl(ffi::Buffer<X, 3> x, ffi::Buffer<X, 2> h0, F32R2 c0,
+                            ffi::Buffer<X, 2> w_ih, ffi::Buffer<X, 2> w_hh, F32R1 b,
+                            ffi::Buffer<X, 3> y, ffi::Buffer<X, 2> h_n, F32R2 c_n, F32R3 dy,
+                            F32R2 dh_n, F32R2 dc_n, Bytes workspace, bool reverse, OutF32R3 dx,
+                            OutF32R2 dh0, OutF32R2 dc0, OutF32R2 dw_ih, OutF32R2 dw_hh,
+                            OutF32R1 db) {
   ApplyThreads();
   try {
     auto xd = x.dimensions();
     Shapes s{xd[1], xd[0], xd[2], h0.dimensions()[1], reverse};
+    s.src = SrcType(X);
     for (auto [name, dims] : {std::pair{"h0", h0.dimensions()}, {"c0", c0.dimensions()},
                               {"h_n", h_n.dimensions()}, {"c_n", c_n.dimensions()},
                               {"dh_n", dh_n.dimensions()}, {"dc_n", dc_n.dimensions()},
@@ -231,27 +260,27 @@ ffi::Error LstmBackwardImpl(F32R3 x, F32R2 h0, F32R2 c0, F32R2 w_ih, F32R2 w_hh,
     auto pd = BackwardDesc(s, fwd);
     RETURN_IF_ERROR(CheckWorkspace("oneDNN LSTM backward", pd, workspace.element_count()));
     dnnl::stream stream(CpuEngine());
-    auto [w_layer, w_iter] = BackwardWeights(pd, s, w_ih, w_hh, stream);
+    auto [w_layer, w_iter] = PrimitiveWeights(pd, s, w_ih, w_hh, stream);
     ZeroGradients(dw_ih, dw_hh, db);
     dnnl::lstm_backward(pd).execute(
         stream, {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
                  {DNNL_ARG_SRC_ITER, Wrap(s.state(), h0.untyped_data())},
-                 {DNNL_ARG_SRC_ITER_C, Wrap(s.state(), c0.untyped_data())},
+                 {DNNL_ARG_SRC_ITER_C, Wrap(s.state_f32(), c0.untyped_data())},
                  {DNNL_ARG_WEIGHTS_LAYER, w_layer},
                  {DNNL_ARG_WEIGHTS_ITER, w_iter},
                  {DNNL_ARG_BIAS, Wrap(s.bias(), b.untyped_data())},
                  {DNNL_ARG_DST_LAYER, Wrap(s.layer(s.H), y.untyped_data())},
                  {DNNL_ARG_DST_ITER, Wrap(s.state(), h_n.untyped_data())},
-                 {DNNL_ARG_DST_ITER_C, Wrap(s.state(), c_n.untyped_data())},
-                 {DNNL_ARG_DIFF_DST_LAYER, Wrap(s.layer(s.H), dy.untyped_data())},
-                 {DNNL_ARG_DIFF_DST_ITER, Wrap(s.state(), dh_n.untyped_data())},
-                 {DNNL_ARG_DIFF_DST_ITER_C, Wrap(s.state(), dc_n.untyped_data())},
+                 {DNNL_ARG_DST_ITER_C, Wrap(s.state_f32(), c_n.untyped_data())},
+                 {DNNL_ARG_DIFF_DST_LAYER, Wrap(s.diff_layer(s.H), dy.untyped_data())},
+                 {DNNL_ARG_DIFF_DST_ITER, Wrap(s.state_f32(), dh_n.untyped_data())},
+                 {DNNL_ARG_DIFF_DST_ITER_C, Wrap(s.state_f32(), dc_n.untyped_data())},
                  {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace.untyped_data())},
-                 {DNNL_ARG_DIFF_SRC_LAYER, Wrap(s.layer(s.D), dx->untyped_data())},
-                 {DNNL_ARG_DIFF_SRC_ITER, Wrap(s.state(), dh0->untyped_data())},
-                 {DNNL_ARG_DIFF_SRC_ITER_C, Wrap(s.state(), dc0->untyped_data())},
-                 {DNNL_ARG_DIFF_WEIGHTS_LAYER, Wrap(s.weights(s.D), dw_ih->untyped_data())},
-                 {DNNL_ARG_DIFF_WEIGHTS_ITER, Wrap(s.weights(s.H), dw_hh->untyped_data())},
+                 {DNNL_ARG_DIFF_SRC_LAYER, Wrap(s.diff_layer(s.D), dx->untyped_data())},
+                 {DNNL_ARG_DIFF_SRC_ITER, Wrap(s.state_f32(), dh0->untyped_data())},
+                 {DNNL_ARG_DIFF_SRC_ITER_C, Wrap(s.state_f32(), dc0->untyped_data())},
+                 {DNNL_ARG_DIFF_WEIGHTS_LAYER, Wrap(s.diff_weights(s.D), dw_ih->untyped_data())},
+                 {DNNL_ARG_DIFF_WEIGHTS_ITER, Wrap(s.diff_weights(s.H), dw_hh->untyped_data())},
                  {DNNL_ARG_DIFF_BIAS, Wrap(s.bias(), db->untyped_data())}});
     stream.wait();
   } catch (const std::exception& e) {
@@ -358,7 +387,7 @@ ffi::Error GruBackwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 
   auto pd = GruBackwardDesc<Fwd, Bwd>(s, fwd);
   RETURN_IF_ERROR(CheckWorkspace("oneDNN GRU backward", pd, workspace.element_count()));
   dnnl::stream stream(CpuEngine());
-  auto [w_layer, w_iter] = BackwardWeights(pd, s, w_ih, w_hh, stream);
+  auto [w_layer, w_iter] = PrimitiveWeights(pd, s, w_ih, w_hh, stream);
   ZeroGradients(dw_ih, dw_hh, db);
   Bwd(pd).execute(
       stream, {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
@@ -416,7 +445,7 @@ ffi::Error GruBackwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, F
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmForward, LstmForwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmForward, LstmForwardImpl<ffi::F32>,
                               ffi::Ffi::Bind()
                                   .Arg<F32R3>()  // x [B, T, D]
                                   .Arg<F32R2>()  // h0 [B, H]
@@ -430,7 +459,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmForward, LstmForwardImpl,
                                   .Ret<F32R2>()  // c_n [B, H]
                                   .Ret<Bytes>());  // workspace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmBackward, LstmBackwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmBackward, LstmBackwardImpl<ffi::F32>,
                               ffi::Ffi::Bind()
                                   .Arg<F32R3>()  // x [B, T, D]
                                   .Arg<F32R2>()  // h0 [B, H]
@@ -453,6 +482,44 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmBackward, LstmBackwardImpl,
                                   .Ret<F32R2>()  // dw_hh [H, 4H]
                                   .Ret<F32R1>());  // db [4H]
 
+// The same in bfloat16: x, h0, the weights, y and h_n bf16; c, the bias and the gradients f32.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmForwardBf16, LstmForwardImpl<ffi::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<BF16R3>()  // x [B, T, D]
+                                  .Arg<BF16R2>()  // h0 [B, H]
+                                  .Arg<F32R2>()   // c0 [B, H]
+                                  .Arg<BF16R2>()  // w_ih [D, 4H]
+                                  .Arg<BF16R2>()  // w_hh [H, 4H]
+                                  .Arg<F32R1>()   // b [4H]
+                                  .Attr<bool>("reverse")
+                                  .Ret<BF16R3>()  // y [B, T, H]
+                                  .Ret<BF16R2>()  // h_n [B, H]
+                                  .Ret<F32R2>()   // c_n [B, H]
+                                  .Ret<Bytes>());  // workspace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnLstmBackwardBf16, LstmBackwardImpl<ffi::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<BF16R3>()  // x [B, T, D]
+                                  .Arg<BF16R2>()  // h0 [B, H]
+                                  .Arg<F32R2>()   // c0 [B, H]
+                                  .Arg<BF16R2>()  // w_ih [D, 4H]
+                                  .Arg<BF16R2>()  // w_hh [H, 4H]
+                                  .Arg<F32R1>()   // b [4H]
+                                  .Arg<BF16R3>()  // y [B, T, H]
+                                  .Arg<BF16R2>()  // h_n [B, H]
+                                  .Arg<F32R2>()   // c_n [B, H]
+                                  .Arg<F32R3>()   // dy [B, T, H]
+                                  .Arg<F32R2>()   // dh_n [B, H]
+                                  .Arg<F32R2>()   // dc_n [B, H]
+                                  .Arg<Bytes>()   // workspace
+                                  .Attr<bool>("reverse")
+                                  .Ret<F32R3>()  // dx [B, T, D]
+                                  .Ret<F32R2>()  // dh0 [B, H]
+                                  .Ret<F32R2>()  // dc0 [B, H]
+                                  .Ret<F32R2>()  // dw_ih [D, 4H]
+                                  .Ret<F32R2>()  // dw_hh [H, 4H]
+                                  .Ret<F32R1>());  // db [4H]
+
 // The workspace forward_training writes, in bytes; or -1, with oneDNN's message copied into
 // `error` (at most `error_size` bytes, NUL-terminated).
 extern "C" int64_t RnnJaxOnednnLstmWorkspaceBytes(int64_t T, int64_t B, int64_t D, int64_t H,
@@ -460,6 +527,20 @@ extern "C" int64_t RnnJaxOnednnLstmWorkspaceBytes(int64_t T, int64_t B, int64_t 
                                                   int64_t error_size) {
   try {
     Shapes s{T, B, D, H, reverse != 0};
+    return static_cast<int64_t>(ForwardDesc(s).workspace_desc().get_size());
+  } catch (const std::exception& e) {
+    CopyError(e, error, error_size);
+    return -1;
+  }
+}
+
+// The same for the bfloat16 handlers.
+extern "C" int64_t RnnJaxOnednnLstmWorkspaceBytesBf16(int64_t T, int64_t B, int64_t D,
+                                                      int64_t H, int64_t reverse, char* error,
+                                                      int64_t error_size) {
+  try {
+    Shapes s{T, B, D, H, reverse != 0};
+    s.src = dt::bf16;
     return static_cast<int64_t>(ForwardDesc(s).workspace_desc().get_size());
   } catch (const std::exception& e) {
     CopyError(e, error, error_size);
