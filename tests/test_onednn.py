@@ -649,3 +649,34 @@ def test_mixed_dtypes_are_refused():
   _, params, xs, h0, c0 = _setup(2, 3, 3, 4)
   with pytest.raises(TypeError, match="bfloat16 for all"):
     onednn.lstm_sequence(params, xs.astype(jnp.bfloat16), h0, c0)
+
+
+@needs_onednn
+@pytest.mark.parametrize("reset_after,seq_lengths,reverse", [(True, [6, 0, 3], True),
+                                                             (False, None, False)])
+def test_gru_bfloat16_equals_float32_scan_on_the_rounded_numbers(reset_after, seq_lengths,
+                                                                 reverse):
+  """The GRU's bf16 handlers (both forms): outputs and gradients in bfloat16, near the float32
+  scan on the same rounded numbers."""
+  cell, params, xs, h0 = _gru_setup(3, 6, 5, 16, reset_after, seed=14)
+  lengths = None if seq_lengths is None else jnp.array(seq_lengths)
+  to = lambda dtype: lambda t: jax.tree_util.tree_map(lambda a: a.astype(dtype), t)
+  args16 = to(jnp.bfloat16)((params, xs, h0))
+  ours = lambda p, x, h: onednn.gru_sequence(p, x, h, lengths, reverse, reset_after)
+  scan = lambda p, x, h: rnn_jax.unroll(cell, p, x, seq_lengths=lengths, reverse=reverse,
+                                        initial_carry=h, implementation="scan")
+
+  def loss(run):
+    def value(p, x, h):
+      ys, h_n = run(p, x, h)
+      w = jnp.arange(ys.size, dtype=jnp.float32).reshape(ys.shape) / ys.size
+      return jnp.sum(w * ys.astype(jnp.float32)) + jnp.sum(jnp.sin(h_n.astype(jnp.float32)))
+    return jax.grad(value, argnums=(0, 1, 2))
+
+  out16, grads16 = jax.jit(ours)(*args16), jax.jit(loss(ours))(*args16)
+  for leaf in jax.tree_util.tree_leaves((out16, grads16)):
+    assert leaf.dtype == jnp.bfloat16
+  assert onednn.GRU_FORWARD_BF16_TARGET in str(jax.make_jaxpr(ours)(*args16))
+  args32 = to(jnp.float32)(args16)
+  _close(to(jnp.float32)(out16), scan(*args32), rtol=2e-2, atol=2e-2)
+  _close(to(jnp.float32)(grads16), loss(scan)(*args32), rtol=2e-2, atol=2e-2)

@@ -10,8 +10,8 @@ coupled gates, no layer norm), values and gradients:
     c_t = σ(z_f) ⊙ c_{t-1} + σ(z_i) ⊙ tanh(z_g)
     h_t = σ(z_o) ⊙ tanh(c_t),   y_t = h_t
 
-Scope so far (issue #21): one layer, either direction, per-row lengths, float32; the LSTM
-also in bfloat16 (below).
+Scope so far (issue #21): one layer, either direction, per-row lengths, float32 and
+bfloat16 (below).
 `lstm_sequence` is a `jax.custom_vjp` around two FFI calls:
 
   * forward: one FFI call (`rnn_jax_onednn_lstm_fwd`) runs `dnnl::lstm_forward` with
@@ -90,7 +90,8 @@ layout (`any`, reordered per call): with the user's `ldigo` oneDNN 3.2 picks its
 RNN for bf16, with its own layout its avx512_core_bf16 brgemm kernels. h is rounded to
 bfloat16 at every step (it is the next step's bf16 input), where the fused kernels keep it
 in float32; the tests hold both to the float32 scan on the rounded numbers at 2e-2. Mixed
-dtypes are refused (TypeError); the GRU is float32 only.
+dtypes are refused (TypeError). The GRU's bf16 handlers likewise (x, h, y and the weights
+bf16; the bias and the gradients f32); oneDNN 3.2 runs them on its reference RNN.
 
 Memory: `forward_training` saves a workspace of every step's gates and states for the
 backward primitive, about 1.2 KiB per step and row at H = 512 (B = 32: 122 MiB at T = 100,
@@ -142,6 +143,8 @@ FORWARD_BF16_TARGET = "rnn_jax_onednn_lstm_fwd_bf16"
 BACKWARD_BF16_TARGET = "rnn_jax_onednn_lstm_bwd_bf16"
 GRU_FORWARD_TARGET = "rnn_jax_onednn_gru_fwd"
 GRU_BACKWARD_TARGET = "rnn_jax_onednn_gru_bwd"
+GRU_FORWARD_BF16_TARGET = "rnn_jax_onednn_gru_fwd_bf16"
+GRU_BACKWARD_BF16_TARGET = "rnn_jax_onednn_gru_bwd_bf16"
 
 # (library, description) once loaded, (None, reason) once it failed; None before the first try.
 _loaded: tuple[ctypes.CDLL | None, str] | None = None
@@ -166,6 +169,11 @@ def _register(library: ctypes.CDLL) -> None:
                               jax.ffi.pycapsule(library.RnnJaxOnednnGruForward), platform="cpu")
   jax.ffi.register_ffi_target(GRU_BACKWARD_TARGET,
                               jax.ffi.pycapsule(library.RnnJaxOnednnGruBackward), platform="cpu")
+  jax.ffi.register_ffi_target(GRU_FORWARD_BF16_TARGET,
+                              jax.ffi.pycapsule(library.RnnJaxOnednnGruForwardBf16), platform="cpu")
+  jax.ffi.register_ffi_target(GRU_BACKWARD_BF16_TARGET,
+                              jax.ffi.pycapsule(library.RnnJaxOnednnGruBackwardBf16),
+                              platform="cpu")
   _registered = True
 
 
@@ -177,7 +185,7 @@ def _configure(library: ctypes.CDLL) -> None:
   library.RnnJaxOnednnLstmWorkspaceBytesBf16.argtypes = [ctypes.c_int64] * 5 + [
       ctypes.c_char_p, ctypes.c_int64]
   library.RnnJaxOnednnGruWorkspaceBytes.restype = ctypes.c_int64
-  library.RnnJaxOnednnGruWorkspaceBytes.argtypes = [ctypes.c_int64] * 6 + [
+  library.RnnJaxOnednnGruWorkspaceBytes.argtypes = [ctypes.c_int64] * 7 + [
       ctypes.c_char_p, ctypes.c_int64]
   library.RnnJaxOnednnVersion.restype = ctypes.c_int64
   library.RnnJaxOnednnVersion.argtypes = []
@@ -206,11 +214,11 @@ def _workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int,
 
 
 def _gru_workspace_bytes(library: ctypes.CDLL, T: int, B: int, D: int, H: int, reverse: bool,
-                         linear_before_reset: bool) -> int:
+                         linear_before_reset: bool, bf16: bool = False) -> int:
   """The GRU's workspace bytes (as `_workspace_bytes`)."""
-  return _sized(f"oneDNN GRU (T={T}, B={B}, D={D}, H={H})",
+  return _sized(f"oneDNN GRU (T={T}, B={B}, D={D}, H={H}{', bfloat16' if bf16 else ''})",
                 library.RnnJaxOnednnGruWorkspaceBytes, T, B, D, H, int(reverse),
-                int(linear_before_reset))
+                int(linear_before_reset), int(bf16))
 
 
 def _load() -> tuple[ctypes.CDLL | None, str]:
@@ -527,9 +535,10 @@ def _check_gru(params, xs, h0, reset_after: bool) -> None:
                      f"got {sorted(params)}")
   if h0.shape != (B, H):
     raise ValueError(f"h0: expected [B, H] = {(B, H)}, got {h0.shape}")
-  for name, a in (("xs", xs), ("h0", h0), *params.items()):
-    if a.dtype != jnp.float32:
-      raise TypeError(f"{name}: the oneDNN GRU takes float32 only for now, got {a.dtype}")
+  dtypes = {name: a.dtype for name, a in (("xs", xs), ("h0", h0), *params.items())}
+  if set(dtypes.values()) not in ({jnp.dtype(jnp.float32)}, {jnp.dtype(jnp.bfloat16)}):
+    raise TypeError(f"the oneDNN GRU takes float32, or bfloat16 for all of xs, h0 and the "
+                    f"params; got {', '.join(f'{k} {v}' for k, v in dtypes.items())}")
 
 
 def _to_onednn_gates(w: Array) -> Array:
@@ -561,11 +570,13 @@ def gru_sequence(params, xs: Array, h0: Array, lengths: Array | None = None,
   if remat:
     run = lambda x, carry, n: gru_sequence(params, x, carry, n, reset_after=reset_after)
     return remat_chunks(run, xs, h0, lengths, bool(reverse), chunk_size)
-  b = params["b"] if "b" in params else jnp.zeros((3 * H,), jnp.float32)
+  # The bias is float32 whatever the dtype (oneDNN's bf16 GRU keeps it so).
+  b = params["b"].astype(jnp.float32) if "b" in params else jnp.zeros((3 * H,), jnp.float32)
   weights = {"w_ih": _to_onednn_gates(params["w_ih"]),
              "w_hh": _to_onednn_gates(params["w_hh"]), "b": _to_onednn_gates(b)}
   if reset_after:
-    b_hn = params["b_hn"] if "b_hn" in params else jnp.zeros((H,), jnp.float32)
+    b_hn = (params["b_hn"].astype(jnp.float32) if "b_hn" in params
+            else jnp.zeros((H,), jnp.float32))
     weights["b"] = jnp.concatenate([weights["b"], b_hn])  # [4H]: u, r, o, u'
   if lengths is None:
     return _gru(weights, xs, h0, bool(reverse), reset_after)
@@ -579,10 +590,11 @@ def _gru_forward(weights, xs, h0, reverse: bool, lbr: bool):
   """The FFI forward: `(ys [B, T, H], h_n [B, H], workspace [N] uint8)`."""
   B, T, D = xs.shape
   H = h0.shape[-1]
-  workspace = _gru_workspace_bytes(_library(), T, B, D, H, reverse, lbr)
-  call = jax.ffi.ffi_call(GRU_FORWARD_TARGET,
-                          (jax.ShapeDtypeStruct((B, T, H), jnp.float32),
-                           jax.ShapeDtypeStruct((B, H), jnp.float32),
+  bf16 = xs.dtype == jnp.bfloat16
+  workspace = _gru_workspace_bytes(_library(), T, B, D, H, reverse, lbr, bf16)
+  call = jax.ffi.ffi_call(GRU_FORWARD_BF16_TARGET if bf16 else GRU_FORWARD_TARGET,
+                          (jax.ShapeDtypeStruct((B, T, H), xs.dtype),
+                           jax.ShapeDtypeStruct((B, H), xs.dtype),
                            jax.ShapeDtypeStruct((workspace,), jnp.uint8)),
                           vmap_method="sequential")
   return _ffi(call, xs, h0, weights["w_ih"], weights["w_hh"], weights["b"], reverse=reverse,
@@ -603,8 +615,10 @@ def _gru_fwd(weights, xs, h0, reverse, lbr):
 def _gru_bwd(reverse, lbr, saved, cotangents):
   weights, xs, h0, ys, h_n, workspace = saved
   d_ys, dh_n = cotangents
+  d_ys, dh_n = d_ys.astype(jnp.float32), dh_n.astype(jnp.float32)  # float32 gradients either way
+  bf16 = xs.dtype == jnp.bfloat16
   like = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
-  call = jax.ffi.ffi_call(GRU_BACKWARD_TARGET,
+  call = jax.ffi.ffi_call(GRU_BACKWARD_BF16_TARGET if bf16 else GRU_BACKWARD_TARGET,
                           (like(xs), like(h0), like(weights["w_ih"]), like(weights["w_hh"]),
                            like(weights["b"])),
                           vmap_method="sequential")
@@ -612,8 +626,9 @@ def _gru_bwd(reverse, lbr, saved, cotangents):
                                      weights["b"], ys, h_n, d_ys, dh_n, workspace,
                                      reverse=reverse, linear_before_reset=lbr)
   d_weights = {"w_ih": dw_ih, "w_hh": dw_hh, "b": db}
-  d_weights = {k: cotangent_like(g, weights[k]) for k, g in d_weights.items()}
-  return d_weights, d_xs, cotangent_like(dh0, h0)
+  d_weights = {k: cotangent_like(g.astype(weights[k].dtype), weights[k])
+               for k, g in d_weights.items()}
+  return d_weights, d_xs.astype(xs.dtype), cotangent_like(dh0.astype(h0.dtype), h0)
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd)
@@ -625,6 +640,7 @@ def workspace_bytes(B: int, T: int, D: int, H: int, reverse: bool = False) -> in
   return _workspace_bytes(_library(), T, B, D, H, reverse)
 
 
-__all__ = ["BACKWARD_BF16_TARGET", "BACKWARD_TARGET", "FORWARD_BF16_TARGET", "FORWARD_TARGET", "GRU_BACKWARD_TARGET", "GRU_FORWARD_TARGET",
-           "LSTMState", "available", "gru_sequence", "lstm_sequence", "remat_chunks",
-           "set_threads", "workspace_bytes"]
+__all__ = ["BACKWARD_BF16_TARGET", "BACKWARD_TARGET", "FORWARD_BF16_TARGET", "FORWARD_TARGET",
+           "GRU_BACKWARD_BF16_TARGET", "GRU_BACKWARD_TARGET", "GRU_FORWARD_BF16_TARGET",
+           "GRU_FORWARD_TARGET", "LSTMState", "available", "gru_sequence", "lstm_sequence",
+           "remat_chunks", "set_threads", "workspace_bytes"]

@@ -311,7 +311,7 @@ template <class Fwd>
 typename Fwd::primitive_desc GruForwardDesc(const Shapes& s) {
   return typename Fwd::primitive_desc(
       CpuEngine(), dnnl::prop_kind::forward_training, s.direction(), s.layer(s.D), s.state(),
-      s.weights(s.D), s.weights(s.H), s.bias(), s.layer(s.H), s.state());
+      s.forward_weights(s.D), s.forward_weights(s.H), s.bias(), s.layer(s.H), s.state());
 }
 
 template <class Fwd, class Bwd>
@@ -320,8 +320,8 @@ typename Bwd::primitive_desc GruBackwardDesc(const Shapes& s,
   return typename Bwd::primitive_desc(
       CpuEngine(), dnnl::prop_kind::backward, s.direction(), s.layer(s.D), s.state(),
       s.weights_any(s.D), s.weights_any(s.H), s.bias(), s.layer(s.H), s.state(),
-      s.layer(s.D), s.state(), s.weights(s.D), s.weights(s.H), s.bias(), s.layer(s.H),
-      s.state(), fwd);
+      s.diff_layer(s.D), s.state_f32(), s.diff_weights(s.D), s.diff_weights(s.H), s.bias(),
+      s.diff_layer(s.H), s.state_f32(), fwd);
 }
 
 int64_t GruWorkspaceSize(const Shapes& s, bool lbr) {
@@ -339,17 +339,20 @@ ffi::Error CheckGruShapes(const Shapes& s, ffi::Span<const int64_t> h0,
   return CheckShape("b", b, {s.BG * s.H});
 }
 
-template <class Fwd>
-ffi::Error GruForwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
-                         OutF32R3 y, OutF32R2 h_n, OutBytes workspace) {
+template <class Fwd, ffi::DataType X>
+ffi::Error GruForwardRun(const Shapes& s, ffi::Buffer<X, 3> x, ffi::Buffer<X, 2> h0,
+                         ffi::Buffer<X, 2> w_ih, ffi::Buffer<X, 2> w_hh, F32R1 b,
+                         ffi::ResultBuffer<X, 3> y, ffi::ResultBuffer<X, 2> h_n,
+                         OutBytes workspace) {
   auto pd = GruForwardDesc<Fwd>(s);
   RETURN_IF_ERROR(CheckWorkspace("oneDNN GRU forward", pd, workspace->element_count()));
   dnnl::stream stream(CpuEngine());
+  auto [w_layer, w_iter] = PrimitiveWeights(pd, s, w_ih, w_hh, stream);
   Fwd(pd).execute(stream,
                   {{DNNL_ARG_SRC_LAYER, Wrap(s.layer(s.D), x.untyped_data())},
                    {DNNL_ARG_SRC_ITER, Wrap(s.state(), h0.untyped_data())},
-                   {DNNL_ARG_WEIGHTS_LAYER, Wrap(s.weights(s.D), w_ih.untyped_data())},
-                   {DNNL_ARG_WEIGHTS_ITER, Wrap(s.weights(s.H), w_hh.untyped_data())},
+                   {DNNL_ARG_WEIGHTS_LAYER, w_layer},
+                   {DNNL_ARG_WEIGHTS_ITER, w_iter},
                    {DNNL_ARG_BIAS, Wrap(s.bias(), b.untyped_data())},
                    {DNNL_ARG_DST_LAYER, Wrap(s.layer(s.H), y->untyped_data())},
                    {DNNL_ARG_DST_ITER, Wrap(s.state(), h_n->untyped_data())},
@@ -358,13 +361,16 @@ ffi::Error GruForwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w
   return ffi::Error::Success();
 }
 
-ffi::Error GruForwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, bool reverse,
-                          bool linear_before_reset, OutF32R3 y, OutF32R2 h_n,
+template <ffi::DataType X>
+ffi::Error GruForwardImpl(ffi::Buffer<X, 3> x, ffi::Buffer<X, 2> h0, ffi::Buffer<X, 2> w_ih,
+                          ffi::Buffer<X, 2> w_hh, F32R1 b, bool reverse, bool linear_before_reset,
+                          ffi::ResultBuffer<X, 3> y, ffi::ResultBuffer<X, 2> h_n,
                           OutBytes workspace) {
   ApplyThreads();
   try {
     auto xd = x.dimensions();
     Shapes s = GruShapes(xd[1], xd[0], xd[2], h0.dimensions()[1], reverse, linear_before_reset);
+    s.src = SrcType(X);
     RETURN_IF_ERROR(CheckGruShapes(s, h0.dimensions(), w_ih.dimensions(), w_hh.dimensions(),
                                    b.dimensions()));
     RETURN_IF_ERROR(CheckShape("y", y->dimensions(), {s.B, s.T, s.H}));
@@ -378,9 +384,11 @@ ffi::Error GruForwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, bo
   return ffi::Error::Success();
 }
 
-template <class Fwd, class Bwd>
-ffi::Error GruBackwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b,
-                          F32R3 y, F32R2 h_n, F32R3 dy, F32R2 dh_n, Bytes workspace,
+template <class Fwd, class Bwd, ffi::DataType X>
+ffi::Error GruBackwardRun(const Shapes& s, ffi::Buffer<X, 3> x, ffi::Buffer<X, 2> h0,
+                          ffi::Buffer<X, 2> w_ih, ffi::Buffer<X, 2> w_hh, F32R1 b,
+                          ffi::Buffer<X, 3> y, ffi::Buffer<X, 2> h_n, F32R3 dy, F32R2 dh_n,
+                          Bytes workspace,
                           OutF32R3 dx, OutF32R2 dh0, OutF32R2 dw_ih, OutF32R2 dw_hh,
                           OutF32R1 db) {
   auto fwd = GruForwardDesc<Fwd>(s);
@@ -397,26 +405,29 @@ ffi::Error GruBackwardRun(const Shapes& s, F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 
                {DNNL_ARG_BIAS, Wrap(s.bias(), b.untyped_data())},
                {DNNL_ARG_DST_LAYER, Wrap(s.layer(s.H), y.untyped_data())},
                {DNNL_ARG_DST_ITER, Wrap(s.state(), h_n.untyped_data())},
-               {DNNL_ARG_DIFF_DST_LAYER, Wrap(s.layer(s.H), dy.untyped_data())},
-               {DNNL_ARG_DIFF_DST_ITER, Wrap(s.state(), dh_n.untyped_data())},
+               {DNNL_ARG_DIFF_DST_LAYER, Wrap(s.diff_layer(s.H), dy.untyped_data())},
+               {DNNL_ARG_DIFF_DST_ITER, Wrap(s.state_f32(), dh_n.untyped_data())},
                {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace.untyped_data())},
-               {DNNL_ARG_DIFF_SRC_LAYER, Wrap(s.layer(s.D), dx->untyped_data())},
-               {DNNL_ARG_DIFF_SRC_ITER, Wrap(s.state(), dh0->untyped_data())},
-               {DNNL_ARG_DIFF_WEIGHTS_LAYER, Wrap(s.weights(s.D), dw_ih->untyped_data())},
-               {DNNL_ARG_DIFF_WEIGHTS_ITER, Wrap(s.weights(s.H), dw_hh->untyped_data())},
+               {DNNL_ARG_DIFF_SRC_LAYER, Wrap(s.diff_layer(s.D), dx->untyped_data())},
+               {DNNL_ARG_DIFF_SRC_ITER, Wrap(s.state_f32(), dh0->untyped_data())},
+               {DNNL_ARG_DIFF_WEIGHTS_LAYER, Wrap(s.diff_weights(s.D), dw_ih->untyped_data())},
+               {DNNL_ARG_DIFF_WEIGHTS_ITER, Wrap(s.diff_weights(s.H), dw_hh->untyped_data())},
                {DNNL_ARG_DIFF_BIAS, Wrap(s.bias(), db->untyped_data())}});
   stream.wait();
   return ffi::Error::Success();
 }
 
-ffi::Error GruBackwardImpl(F32R3 x, F32R2 h0, F32R2 w_ih, F32R2 w_hh, F32R1 b, F32R3 y,
-                           F32R2 h_n, F32R3 dy, F32R2 dh_n, Bytes workspace, bool reverse,
-                           bool linear_before_reset, OutF32R3 dx, OutF32R2 dh0,
+template <ffi::DataType X>
+ffi::Error GruBackwardImpl(ffi::Buffer<X, 3> x, ffi::Buffer<X, 2> h0, ffi::Buffer<X, 2> w_ih,
+                           ffi::Buffer<X, 2> w_hh, F32R1 b, ffi::Buffer<X, 3> y,
+                           ffi::Buffer<X, 2> h_n, F32R3 dy, F32R2 dh_n, Bytes workspace,
+                           bool reverse, bool linear_before_reset, OutF32R3 dx, OutF32R2 dh0,
                            OutF32R2 dw_ih, OutF32R2 dw_hh, OutF32R1 db) {
   ApplyThreads();
   try {
     auto xd = x.dimensions();
     Shapes s = GruShapes(xd[1], xd[0], xd[2], h0.dimensions()[1], reverse, linear_before_reset);
+    s.src = SrcType(X);
     RETURN_IF_ERROR(CheckGruShapes(s, h0.dimensions(), w_ih.dimensions(), w_hh.dimensions(),
                                    b.dimensions()));
     for (auto [name, dims] : {std::pair{"h_n", h_n.dimensions()}, {"dh_n", dh_n.dimensions()},
@@ -548,7 +559,7 @@ extern "C" int64_t RnnJaxOnednnLstmWorkspaceBytesBf16(int64_t T, int64_t B, int6
   }
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruForward, GruForwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruForward, GruForwardImpl<ffi::F32>,
                               ffi::Ffi::Bind()
                                   .Arg<F32R3>()  // x [B, T, D]
                                   .Arg<F32R2>()  // h0 [B, H]
@@ -561,7 +572,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruForward, GruForwardImpl,
                                   .Ret<F32R2>()  // h_n [B, H]
                                   .Ret<Bytes>());  // workspace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruBackward, GruBackwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruBackward, GruBackwardImpl<ffi::F32>,
                               ffi::Ffi::Bind()
                                   .Arg<F32R3>()  // x [B, T, D]
                                   .Arg<F32R2>()  // h0 [B, H]
@@ -581,13 +592,48 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruBackward, GruBackwardImpl,
                                   .Ret<F32R2>()  // dw_hh [H, 3H]
                                   .Ret<F32R1>());  // db [3H] or [4H]
 
+// The GRU in bfloat16 (x, h0, the weights, y and h_n bf16; the bias and the gradients f32).
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruForwardBf16, GruForwardImpl<ffi::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<BF16R3>()  // x [B, T, D]
+                                  .Arg<BF16R2>()  // h0 [B, H]
+                                  .Arg<BF16R2>()  // w_ih [D, 3H]
+                                  .Arg<BF16R2>()  // w_hh [H, 3H]
+                                  .Arg<F32R1>()   // b [3H] or [4H]
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("linear_before_reset")
+                                  .Ret<BF16R3>()  // y [B, T, H]
+                                  .Ret<BF16R2>()  // h_n [B, H]
+                                  .Ret<Bytes>());  // workspace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnJaxOnednnGruBackwardBf16, GruBackwardImpl<ffi::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<BF16R3>()  // x [B, T, D]
+                                  .Arg<BF16R2>()  // h0 [B, H]
+                                  .Arg<BF16R2>()  // w_ih [D, 3H]
+                                  .Arg<BF16R2>()  // w_hh [H, 3H]
+                                  .Arg<F32R1>()   // b [3H] or [4H]
+                                  .Arg<BF16R3>()  // y [B, T, H]
+                                  .Arg<BF16R2>()  // h_n [B, H]
+                                  .Arg<F32R3>()   // dy [B, T, H]
+                                  .Arg<F32R2>()   // dh_n [B, H]
+                                  .Arg<Bytes>()   // workspace
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("linear_before_reset")
+                                  .Ret<F32R3>()  // dx [B, T, D]
+                                  .Ret<F32R2>()  // dh0 [B, H]
+                                  .Ret<F32R2>()  // dw_ih [D, 3H]
+                                  .Ret<F32R2>()  // dw_hh [H, 3H]
+                                  .Ret<F32R1>());  // db [3H] or [4H]
+
 // The GRU's workspace in bytes, or -1 with oneDNN's message (as the LSTM's).
 extern "C" int64_t RnnJaxOnednnGruWorkspaceBytes(int64_t T, int64_t B, int64_t D, int64_t H,
                                                  int64_t reverse, int64_t linear_before_reset,
-                                                 char* error, int64_t error_size) {
+                                                 int64_t bf16, char* error, int64_t error_size) {
   try {
-    return GruWorkspaceSize(GruShapes(T, B, D, H, reverse != 0, linear_before_reset != 0),
-                            linear_before_reset != 0);
+    Shapes s = GruShapes(T, B, D, H, reverse != 0, linear_before_reset != 0);
+    if (bf16) s.src = dt::bf16;
+    return GruWorkspaceSize(s, linear_before_reset != 0);
   } catch (const std::exception& e) {
     CopyError(e, error, error_size);
     return -1;
