@@ -19,8 +19,8 @@ turns round-robin so every implementation sees the same machine state:
   rnn_jax/onednn  `implementation="onednn"`: oneDNN's LSTM / GRU primitives through an XLA
                   FFI call (CPU only; needs the `onednn` extra; its threads are OpenMP's,
                   `OMP_NUM_THREADS`, not XLA's)
-  rnn_jax/onednn_bf16  oneDNN's LSTM in bfloat16 (x, h, weights; c, bias and gradients
-                  float32 inside): a different precision, like fused_bf16 (LSTM only)
+  rnn_jax/onednn_bf16  oneDNN's LSTM / GRU in bfloat16 (x, h, weights; c, bias and
+                  gradients float32 inside): a different precision, like fused_bf16
   flax            `flax.linen.RNN(OptimizedLSTMCell / GRUCell)`
   torch           `torch.nn.LSTM / nn.GRU` on the CPU (oneDNN), CUDA when present
   jax_cudnn       `jax.experimental.rnn.lstm`, JAX's cuDNN LSTM (LSTM only; it has no
@@ -192,8 +192,6 @@ def jax_fns(cell_name, impl, B, H, T):
   params = cell.init(jax.random.key(0), H)
   xs = jax.random.normal(jax.random.key(1), (B, T, H))
   if impl.startswith("rnn_jax/fused") and not kernels.fused_supports(cell):
-    return None
-  if impl == "rnn_jax/onednn_bf16" and cell_name != "lstm":
     return None
   implementation = {"rnn_jax/scan": "scan", "rnn_jax/pallas": "pallas",
                     "rnn_jax/onednn": "onednn", "rnn_jax/onednn_bf16": "onednn"}.get(impl, "fused")
