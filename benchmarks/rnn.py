@@ -178,7 +178,7 @@ def unavailable(impl: str, cell_name: str, H: int) -> str | None:
     return "needs a GPU: jax.experimental.rnn.lstm has no CPU lowering"
   if impl == "rnn_jax/fused_dp" and len(jax.devices()) == 1:
     return "1 device; on the CPU pass --host_devices=2"
-  if impl == "rnn_jax/onednn":
+  if impl in ("rnn_jax/onednn", "rnn_jax/onednn_bf16"):  # never the fused fallback, mislabelled
     if jax.default_backend() != "cpu":
       return "a CPU kernel only"
     ok, reason = onednn.available()

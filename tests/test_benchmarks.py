@@ -33,10 +33,11 @@ def test_rnn_benchmark_times_every_implementation(tmp_path):
   implementations = {"rnn_jax/scan", "rnn_jax/fused", "rnn_jax/fused_bf16", "rnn_jax/fused_dp",
                      "flax", "torch", "gemm_limit"}
   from rnn_jax.kernels import onednn
-  if onednn.available()[0]:  # the oneDNN row (LSTM and GRU) wherever its extension loads
-    implementations.add("rnn_jax/onednn")
+  if onednn.available()[0]:  # the oneDNN rows (LSTM and GRU) wherever its extension loads
+    implementations |= {"rnn_jax/onednn", "rnn_jax/onednn_bf16"}
   else:
-    assert "(rnn_jax/onednn skipped for lstm 4x8x5: the oneDNN extension is unavailable" in out
+    for impl in ("rnn_jax/onednn", "rnn_jax/onednn_bf16"):
+      assert f"({impl} skipped for lstm 4x8x5: the oneDNN extension is unavailable" in out
   # On the CPU: the Pallas row interpreted (LSTM only), cuDNN's left out, saying why.
   assert "(jax_cudnn skipped for lstm 4x8x5: needs a GPU" in out, out
   assert "(rnn_jax/pallas skipped for gru 4x8x5: an LSTM kernel only)" in out, out
