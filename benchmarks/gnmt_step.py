@@ -49,6 +49,7 @@ from experiments.gnmt import model as model_lib  # noqa: E402
 from experiments.gnmt import train as train_lib  # noqa: E402
 from experiments.gnmt.config import GNMTConfig  # noqa: E402
 from rnn_jax import training  # noqa: E402
+from benchmarks import timing  # noqa: E402
 _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
 _LAYOUTS = flags.DEFINE_list("layouts", ["1", "data"], "1, data, layers and/or both "
                              "(see the module docstring); layouts that need more devices "
@@ -111,14 +112,16 @@ def main(argv):
       hlo = step.lower(*args, jax.random.key(1)).compile().as_text()
       jax.block_until_ready(step(*args, jax.random.key(1)))
       settings[name, g] = {"args": args, "step": step, "devices": mesh.size,
-                           "collectives": collectives(hlo), "ms": []}
+                           "collectives": collectives(hlo), "ms": [], "cores": []}
   for _ in range(_TURNS.value):
     for s in settings.values():
-      start = time.perf_counter()
+      start, cpu = time.perf_counter(), timing.cpu_seconds()
       for i in range(_STEPS.value):
         _, metrics = s["step"](*s["args"], jax.random.key(i))
       jax.block_until_ready(metrics)
-      s["ms"].append(1e3 * (time.perf_counter() - start) / _STEPS.value)
+      elapsed = time.perf_counter() - start
+      s["ms"].append(1e3 * elapsed / _STEPS.value)
+      s["cores"].append((timing.cpu_seconds() - cpu) / elapsed)  # process CPU time / wall
 
   rows = []
   print(f"GNMT train step, H={_HIDDEN.value}, {_LAYERS.value}+{_LAYERS.value} layers, "
@@ -126,11 +129,13 @@ def main(argv):
   base = statistics.median(next(iter(settings.values()))["ms"])
   for (name, g), s in settings.items():
     ms = statistics.median(s["ms"])
+    cores = statistics.median(s["cores"])
     rows.append({"layout": name, "devices": s["devices"], "guard": g, "ms_per_step": ms, "turns_ms": s["ms"],
-                 "speedup": base / ms, **s["collectives"]})
+                 "speedup": base / ms, "cores": cores, **s["collectives"]})
     print(f"{name}{'' if g else ', no guard'}: {ms:7.1f} ms/step, {base / ms:.2f}x the "
           f"first (turns: " + ", ".join(f"{t:.1f}" for t in s["ms"]) + f"); all-gathers "
-          f"{s['collectives']['all-gather']}, all-reduces {s['collectives']['all-reduce']}")
+          f"{s['collectives']['all-gather']}, all-reduces {s['collectives']['all-reduce']}; "
+          f"{cores:.2f} cores busy (process CPU time over wall time)")
   for name in layouts:
     if "layers" in name:  # the pipeline's fill and drain: S stages over T steps
       stages = int(name.split("layers ")[1])
