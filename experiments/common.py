@@ -372,6 +372,16 @@ def read_json(path, what: str = ""):
     raise UserError(f"{name} is not JSON: {e}") from None
 
 
+def check_rnn_implementation(value: str) -> None:
+  """`--rnn_implementation` (an experiment's choice of `rnn_jax.unroll`'s implementation):
+  a UserError unless it is one of `rnn_jax.unroll.IMPLEMENTATIONS`."""
+  from rnn_jax.unroll import check_implementation  # noqa: PLC0415  (no jax at import here)
+  try:
+    check_implementation(value, "--rnn_implementation")
+  except ValueError as e:
+    raise UserError(str(e)) from None
+
+
 def data_path(config, *parts: str) -> str:
   """`data_dir/parts...`, or a UserError saying what is missing and how to set it."""
   if not config.data_dir:

@@ -32,6 +32,13 @@ from rnn_jax.varying import varying_like
 
 IMPLEMENTATIONS = ("auto", "scan", "fused", "pallas", "onednn")  # `unroll`'s implementation=
 
+
+def check_implementation(implementation: str, name: str = "implementation") -> None:
+  """Raises ValueError, naming `name`, unless `implementation` is one of `IMPLEMENTATIONS`."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"{name}: expected {', '.join(IMPLEMENTATIONS[:-1])} or "
+                     f"{IMPLEMENTATIONS[-1]}, got {implementation!r}")
+
 Array = jax.Array
 
 
@@ -165,9 +172,7 @@ def unroll(cell: Cell, params, xs: Array, *, seq_lengths: Array | None = None,
     the carry at each sequence's last valid step (see the module docstring).
   """
   check_unroll_inputs(cell, params, xs, seq_lengths, initial_carry, timestamps)
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"implementation: expected {', '.join(IMPLEMENTATIONS[:-1])} or "
-                     f"{IMPLEMENTATIONS[-1]}, got {implementation!r}")
+  check_implementation(implementation)
   B, T, _ = xs.shape
   if initial_carry is None:
     initial_carry = cell.initial_carry((B,), xs.dtype)

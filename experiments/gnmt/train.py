@@ -15,6 +15,7 @@ import optax
 import sacrebleu
 from tqdm import tqdm
 
+from experiments import common
 from experiments.common import UserError
 from experiments.gnmt import checkpoints as checkpoints_lib
 from experiments.gnmt import data as data_lib
@@ -25,7 +26,6 @@ from experiments.gnmt import plots
 from experiments.gnmt import synthetic
 from rnn_jax import training
 from rnn_jax.seq2seq import mixer, objectives, rewards
-from rnn_jax.unroll import IMPLEMENTATIONS
 
 
 # tensorflow/nmt's decay schemes (nmt/model.py, `_get_decay_info`): the decay starts after this
@@ -190,9 +190,7 @@ def check_config(config) -> None:
     if getattr(config, name) < 0:
       raise UserError(f"--{name}: expected 0 (off) or a positive number, got "
                       f"{getattr(config, name)}")
-  if config.rnn_implementation not in IMPLEMENTATIONS:
-    raise UserError(f"--rnn_implementation: expected {', '.join(IMPLEMENTATIONS[:-1])} or "
-                    f"{IMPLEMENTATIONS[-1]}, got {config.rnn_implementation!r}")
+  common.check_rnn_implementation(config.rnn_implementation)
   if config.spm_threads < 1:
     raise UserError(f"--spm_threads: expected 1 or more, got {config.spm_threads}")
   if config.decoder_start not in data_lib.DECODER_STARTS:
@@ -451,7 +449,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   reward = bleu_reward(tokenizer) if config.training in ("mixer", "scst") else None
   languages = (synthetic.Languages.of(tokenizer, list(corpus.splits["train"]))
                if config.synthetic_pairs else None)
-  if languages is not None and len(tokenizer.languages) < 3 and config.synthetic_pairs == "pivot":
+  if config.synthetic_pairs == "pivot" and len(tokenizer.languages) < 3:
     raise UserError("--synthetic_pairs=pivot needs a third language")
 
   def batch_at(step):

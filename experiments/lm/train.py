@@ -16,7 +16,6 @@ from experiments.lm import data as data_lib
 from experiments.lm import model as model_lib
 from rnn_jax import kernels, regularizers, training
 from rnn_jax.cells import LSTMState
-from rnn_jax.unroll import IMPLEMENTATIONS
 
 
 def lr_schedule(config, steps_per_epoch: int):
@@ -104,9 +103,7 @@ def check_config(config) -> None:
     raise UserError(f"--loss_over_time: expected sum or mean, got {config.loss_over_time!r}")
   if config.cell == "gru" and config.zoneout_c > 0:
     raise UserError("--zoneout_c: a GRU has no cell state; use --zoneout_h")
-  if config.rnn_implementation not in IMPLEMENTATIONS:
-    raise UserError(f"--rnn_implementation: expected {', '.join(IMPLEMENTATIONS[:-1])} or "
-                    f"{IMPLEMENTATIONS[-1]}, got {config.rnn_implementation!r}")
+  common.check_rnn_implementation(config.rnn_implementation)
   if config.rnn_implementation in ("onednn", "pallas"):
     cell = model_lib.make_cell(config)
     supported = (kernels.onednn_supports if config.rnn_implementation == "onednn"

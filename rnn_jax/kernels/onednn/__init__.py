@@ -279,10 +279,17 @@ def _check(params, xs, h0, c0) -> None:
   for name, a in (("h0", h0), ("c0", c0)):
     if a.shape != (B, H):
       raise ValueError(f"{name}: expected [B, H] = {(B, H)}, got {a.shape}")
-  dtypes = {name: a.dtype for name, a in (("xs", xs), ("h0", h0), ("c0", c0), *params.items())}
+  _check_dtypes("LSTM", {"xs": xs, "h0": h0, "c0": c0}, params)
+
+
+def _check_dtypes(kind: str, inputs: dict, params: dict) -> None:
+  """A TypeError unless `inputs` (name -> array) and `params` are all float32 or all
+  bfloat16."""
+  dtypes = {name: a.dtype for name, a in (*inputs.items(), *params.items())}
   if set(dtypes.values()) not in ({jnp.dtype(jnp.float32)}, {jnp.dtype(jnp.bfloat16)}):
-    raise TypeError(f"the oneDNN LSTM takes float32, or bfloat16 for all of xs, h0, c0 and the "
-                    f"params; got {', '.join(f'{k} {v}' for k, v in dtypes.items())}")
+    raise TypeError(f"the oneDNN {kind} takes float32, or bfloat16 for all of "
+                    f"{', '.join(inputs)} and the params; got "
+                    f"{', '.join(f'{k} {v}' for k, v in dtypes.items())}")
 
 
 def _checked_lengths(lengths, B: int) -> Array | None:
@@ -384,10 +391,9 @@ def remat_chunks(run, xs: Array, carry, lengths: Array | None, reverse: bool,
   K = min(int(chunk_size) if chunk_size else math.isqrt(T - 1) + 1, T)  # ceil(sqrt(T))
   n = -(-T // K)
   full = jnp.full((B,), T, jnp.int32) if lengths is None else lengths.astype(jnp.int32)
-  steps = jnp.arange(T)
   order = None
   if reverse:
-    order = jnp.where(steps[None] < full[:, None], full[:, None] - 1 - steps[None], steps[None])
+    order = _reversal(full, T)
     xs = jnp.take_along_axis(xs, order[..., None], axis=1)
   if n * K > T:
     xs = jnp.pad(xs, ((0, 0), (0, n * K - T), (0, 0)))
@@ -416,14 +422,20 @@ class _Held(NamedTuple):
   order: Array | None  # [B, T]: the in-place reversal (its own inverse); None when forward
 
 
+def _reversal(lengths, T: int) -> Array:
+  """`[B, T]` gather indices that reverse each row's first `lengths[b]` steps in place
+  (padded steps stay where they are); the permutation is its own inverse."""
+  steps = jnp.arange(T)[None, :]
+  return jnp.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+
+
 def _hold(xs, lengths, reverse: bool) -> _Held:
   """`xs [B, T, D]` with its hold column, and what `_release` needs (module docstring)."""
   T = xs.shape[1]
-  steps = jnp.arange(T)
-  valid = steps[None, :] < lengths[:, None]  # [B, T]
+  valid = jnp.arange(T)[None, :] < lengths[:, None]  # [B, T]
   order = None
   if reverse:  # each row's valid part reversed in place; padded steps stay where they are
-    order = jnp.where(valid, lengths[:, None] - 1 - steps[None, :], steps[None, :])  # [B, T]
+    order = _reversal(lengths, T)  # [B, T]
     xs = jnp.take_along_axis(xs, order[..., None], axis=1)
   padded = (~valid)[..., None].astype(xs.dtype)  # [B, T, 1]
   return _Held(jnp.concatenate([xs, padded], axis=-1), valid, order)
@@ -535,10 +547,7 @@ def _check_gru(params, xs, h0, reset_after: bool) -> None:
                      f"got {sorted(params)}")
   if h0.shape != (B, H):
     raise ValueError(f"h0: expected [B, H] = {(B, H)}, got {h0.shape}")
-  dtypes = {name: a.dtype for name, a in (("xs", xs), ("h0", h0), *params.items())}
-  if set(dtypes.values()) not in ({jnp.dtype(jnp.float32)}, {jnp.dtype(jnp.bfloat16)}):
-    raise TypeError(f"the oneDNN GRU takes float32, or bfloat16 for all of xs, h0 and the "
-                    f"params; got {', '.join(f'{k} {v}' for k, v in dtypes.items())}")
+  _check_dtypes("GRU", {"xs": xs, "h0": h0}, params)
 
 
 def _to_onednn_gates(w: Array) -> Array:
