@@ -196,6 +196,10 @@ def test_empty_sequence_passes_the_carry():
   ys, final = onednn.lstm_sequence(params, xs[:, :0], h0, c0)
   assert ys.shape == (2, 0, 4)
   _close(final, LSTMState(h0, c0), rtol=0, atol=0)
+  to16 = lambda t: jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), t)
+  params16, xs16, h16, c16 = to16((params, xs, h0, c0))
+  ys, final = onednn.lstm_sequence(params16, xs16[:, :0], h16, c16)  # in the inputs' dtype
+  assert ys.dtype == final.h.dtype == final.c.dtype == jnp.bfloat16
 
 
 @needs_onednn

@@ -336,7 +336,7 @@ def lstm_sequence(params, xs: Array, h0: Array, c0: Array, lengths: Array | None
   H = h0.shape[-1]
   lengths = _checked_lengths(lengths, B)
   if B == 0 or T == 0:  # oneDNN takes no empty dimension; nothing runs, the carry passes
-    return jnp.zeros((B, T, H), jnp.float32), LSTMState(h0, c0)
+    return jnp.zeros((B, T, H), xs.dtype), LSTMState(h0, c0)
   c_dtype = c0.dtype
   if xs.dtype == jnp.bfloat16:  # oneDNN's bf16 LSTM keeps c and the bias in float32
     params = dict(params, b=_bias(params, H).astype(jnp.float32))
@@ -575,7 +575,7 @@ def gru_sequence(params, xs: Array, h0: Array, lengths: Array | None = None,
   H = h0.shape[-1]
   lengths = _checked_lengths(lengths, B)
   if B == 0 or T == 0:
-    return jnp.zeros((B, T, H), jnp.float32), h0
+    return jnp.zeros((B, T, H), xs.dtype), h0
   if remat:
     run = lambda x, carry, n: gru_sequence(params, x, carry, n, reset_after=reset_after)
     return remat_chunks(run, xs, h0, lengths, bool(reverse), chunk_size)
