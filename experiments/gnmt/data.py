@@ -451,7 +451,7 @@ class Batches:
     out = make_batch([self.examples.source[j] for j in index],
                      [self.examples.target[j] for j in index], self.config,
                      longest=int(self._lengths[batch].max()))
-    if getattr(self.config, "synthetic_pairs", ""):  # each row's training direction
+    if self.config.synthetic_pairs:  # each row's training direction
       out["direction"] = np.asarray(self.examples.direction, np.int32)[index]
     return out
 
