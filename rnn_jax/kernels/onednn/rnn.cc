@@ -3,8 +3,8 @@
 // the layouts and the contract are in rnn_jax/kernels/onednn/__init__.py.
 //
 // One layer, one direction (left to right, or right to left with the attribute `reverse`),
-// float32 (the LSTM also in bfloat16: the *Bf16 handlers, x, h, y and the weights bf16; c,
-// the bias and every gradient f32). Layouts, all as JAX hands them over:
+// float32 or bfloat16 (the *Bf16 handlers of the LSTM and the GRU: x, h, y and the weights
+// bf16; c, the bias and every gradient f32). Layouts, all as JAX hands them over:
 //   x [B, T, D]   y, dy [B, T, H]   (oneDNN's "ntc": batch-major, no transpose)
 //   h0, c0, h_n, c_n [B, H]         (oneDNN's "ldnc" with l = d = 1)
 //   w_ih [D, 4H]  w_hh [H, 4H]      (oneDNN's "ldigo": [1, 1, D or H, 4, H], gates i, f, g, o)
@@ -44,8 +44,6 @@ using OutF32R3 = ffi::ResultBuffer<ffi::F32, 3>;
 using OutBytes = ffi::ResultBuffer<ffi::U8, 1>;
 using BF16R2 = ffi::Buffer<ffi::BF16, 2>;
 using BF16R3 = ffi::Buffer<ffi::BF16, 3>;
-using OutBF16R2 = ffi::ResultBuffer<ffi::BF16, 2>;
-using OutBF16R3 = ffi::ResultBuffer<ffi::BF16, 3>;
 
 namespace {
 
@@ -73,7 +71,7 @@ struct Shapes {
   bool reverse = false;
   int64_t G = 4;   // gates: 4 (LSTM: i, f, c~, o), 3 (GRU: u, r, o)
   int64_t BG = 4;  // bias gates: G, or 4 for the linear-before-reset GRU (u, r, o, u')
-  dt src = dt::f32;  // x, h, y and the weights: f32, or bf16 (the LSTM's bfloat16 handlers)
+  dt src = dt::f32;  // x, h, y and the weights: f32, or bf16 (the *Bf16 handlers)
 
   dnnl::rnn_direction direction() const {
     return reverse ? dnnl::rnn_direction::unidirectional_right2left
