@@ -68,6 +68,10 @@ def main(argv):
   del argv
   if flags.FLAGS.host_devices > 1:  # read when the CPU backend starts: before any jax work
     common.set_host_devices(flags.FLAGS.host_devices)
+  retained = False
+  if "retain_freed_memory" in flags.FLAGS and flags.FLAGS.retain_freed_memory:
+    from rnn_jax.training import host_memory  # as the experiments run (experiments.common)
+    retained = host_memory.retain_freed_memory()
   # (Before commit eceebe3 there is no --host_devices: pass XLA_FLAGS=--xla_force_host_
   # platform_device_count=2 in the environment instead; RESULTS.md's older figure did.)
   config = GNMTConfig(hidden_size=_HIDDEN.value, num_layers=_LAYERS.value,
@@ -144,7 +148,8 @@ def main(argv):
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump({"machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                 "jax": jax.__version__, "rows": rows}, f, indent=2)
+                 "jax": jax.__version__, "retained_freed_memory": retained, "rows": rows},
+                f, indent=2)
 
 
 if __name__ == "__main__":

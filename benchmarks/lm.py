@@ -9,7 +9,8 @@ T, SGD with lr 1 and global-norm clipping at 5, loss = sum over the T steps
 of the batch-mean NLL, the carry passed between batches. The JAX side is the
 experiment's own jitted `train_step` (experiments/lm); the PyTorch side is
 the usual way (nn.Embedding, nn.LSTM, nn.Linear, clip_grad_norm_, SGD).
-Turns alternate between the two so both see the same machine state; random
+Turns alternate between the two so both see the same machine state (and the same
+malloc settings: `--retain_freed_memory`, on as in the experiments); random
 token batches (speed does not depend on the text). Prints tokens/s per turn
 and the median, and the ratio.
 """
@@ -27,6 +28,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import timing
+from experiments import common  # noqa: F401  (defines --retain_freed_memory)
 
 _HIDDEN = flags.DEFINE_integer("hidden_size", 200, "H.")
 _LAYERS = flags.DEFINE_integer("num_layers", 2, "L.")
@@ -126,6 +128,10 @@ def torch_runner():
 
 def main(argv):
   del argv
+  retained = False
+  if flags.FLAGS.retain_freed_memory:  # as the experiment runs; PyTorch shares the process
+    from rnn_jax.training import host_memory
+    retained = host_memory.retain_freed_memory()
   tokens = _BATCH.value * _BPTT.value * _STEPS.value
   runners = {("rnn_jax" if impl == "auto" else f"rnn_jax/{impl}"): jax_runner(impl)
              for impl in _IMPLS.value}
@@ -143,7 +149,8 @@ def main(argv):
                           _TURNS.value)
   results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
              "jax": jax.__version__, "sizes": dict(H=_HIDDEN.value, L=_LAYERS.value, B=_BATCH.value,
-                                                  T=_BPTT.value, V=_VOCAB.value)}
+                                                  T=_BPTT.value, V=_VOCAB.value),
+             "retained_freed_memory": retained}
   for name, values in rates.items():
     results[f"{name}_tokens_per_s"] = statistics.median(values)
     print(f"{name:>8}: " + "  ".join(f"{v:8.0f}" for v in values)

@@ -63,6 +63,10 @@ _HOST_DEVICES = flags.DEFINE_integer(
     "host_devices", 0, "CPU only: split this machine's CPU into N devices for data "
     "parallelism (XLA's --xla_force_host_platform_device_count; 0 leaves XLA's default of "
     "one). Small models use both cores of a 2-core machine this way (WORKSPACE.md).")
+_RETAIN_FREED_MEMORY = flags.DEFINE_bool(
+    "retain_freed_memory", True, "Linux with glibc: keep freed host memory in the process "
+    "(rnn_jax.training.host_memory), so XLA's large CPU buffers are not faulted in afresh at "
+    "every step; the process keeps its peak heap. Off: glibc's defaults.")
 
 
 def field(default, help: str, **kwargs):  # noqa: A002 - mirrors absl's name
@@ -424,6 +428,9 @@ def run(main) -> None:
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
+      if _RETAIN_FREED_MEMORY.value:
+        from rnn_jax.training import host_memory
+        host_memory.retain_freed_memory()
       maybe_initialize_distributed()
       return main(argv)
     except (UserError, WorkdirConflictError, NonFiniteError, WorkdirBusyError) as e:
