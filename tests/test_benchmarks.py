@@ -127,6 +127,28 @@ def test_whole_step_benchmarks(tmp_path):
   result = json.loads(lm.read_text())
   assert result["rnn_jax_tokens_per_s"] > 0 and result["pytorch_tokens_per_s"] > 0, result
   assert result["rnn_jax/onednn_tokens_per_s"] > 0 and "rnn_jax/onednn_over_pytorch" in result
+  # Both time what the experiments run: with freed memory retained (where glibc is).
+  from rnn_jax.training import host_memory
+  glibc = host_memory._glibc() is not None
+  assert result["retained_freed_memory"] is glibc
+  assert json.loads(gnmt.read_text())["retained_freed_memory"] is glibc
+
+
+def test_onednn_calls_benchmark(tmp_path):
+  from rnn_jax.kernels import onednn
+  ok, reason = onednn.available()
+  if not ok:
+    pytest.skip(f"oneDNN extension unavailable: {reason}")
+  path = tmp_path / "calls.json"
+  out = _run("benchmarks.onednn_calls", "--sizes=3x8x4,2x4x1", "--reps=1", f"--json={path}",
+             env={"OMP_NUM_THREADS": "1"})
+  rows = json.loads(path.read_text())["rows"]
+  assert [(r["B"], r["H"], r["T"]) for r in rows] == [(3, 8, 4), (2, 4, 1)]
+  for r in rows:
+    for key in ("stack_one_call_ms", "stack_two_calls_ms", "bidirectional_one_call_ms",
+                "bidirectional_two_calls_ms"):
+      assert r[key] > 0, r
+  assert "3 x   8 x   4" in out
 
 
 def test_gpu_script_runs_its_steps(tmp_path):

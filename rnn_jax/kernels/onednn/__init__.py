@@ -10,8 +10,13 @@ coupled gates, no layer norm), values and gradients:
     c_t = σ(z_f) ⊙ c_{t-1} + σ(z_i) ⊙ tanh(z_g)
     h_t = σ(z_o) ⊙ tanh(c_t),   y_t = h_t
 
-Scope so far (issue #21): one layer, either direction, per-row lengths, float32 and
-bfloat16 (below).
+Scope (issue #21): one layer, either direction, per-row lengths, float32 and bfloat16
+(below). A stack of layers or both directions in one primitive call is not built: on the
+project's CPU oneDNN 3.2 runs a 2-layer stack as one call and as two calls, and both
+directions as one `bidirectional_concat` call and as two, within 4% of each other
+(`python -m benchmarks.onednn_calls`, benchmarks/RESULTS.md); and one call cannot hold the
+residuals or the dropout between layers, nor (the LSTM) per-row lengths of the reverse
+direction from a non-zero initial carry, where the padded steps come first.
 `lstm_sequence` is a `jax.custom_vjp` around two FFI calls:
 
   * forward: one FFI call (`rnn_jax_onednn_lstm_fwd`) runs `dnnl::lstm_forward` with
