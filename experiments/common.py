@@ -63,6 +63,12 @@ _HOST_DEVICES = flags.DEFINE_integer(
     "host_devices", 0, "CPU only: split this machine's CPU into N devices for data "
     "parallelism (XLA's --xla_force_host_platform_device_count; 0 leaves XLA's default of "
     "one). Small models use both cores of a 2-core machine this way (WORKSPACE.md).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", None, "JAX's persistent compilation cache: compiled programs are "
+    "kept here and reused by later runs that compile the same ones (a rerun, a resume, another "
+    "seed). Default: $JAX_COMPILATION_CACHE_DIR if set, else $XDG_CACHE_HOME/rnn_jax/xla "
+    "(~/.cache/rnn_jax/xla), at most 2 GiB, least recently used entries dropped first; "
+    "'' turns it off.")
 _RETAIN_FREED_MEMORY = flags.DEFINE_bool(
     "retain_freed_memory", True, "Linux with glibc: keep freed host memory in the process "
     "(rnn_jax.training.host_memory), so XLA's large CPU buffers are not faulted in afresh at "
@@ -417,6 +423,31 @@ def maybe_initialize_distributed() -> None:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
+COMPILATION_CACHE_MAX_BYTES = 2 << 30
+
+
+def default_compilation_cache_dir() -> str:
+  xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(xdg, "rnn_jax", "xla")
+
+
+def set_compilation_cache(path: str | None) -> str | None:
+  """`--compilation_cache_dir`: points JAX's persistent compilation cache at `path` (None:
+  the default, unless JAX already has a directory from $JAX_COMPILATION_CACHE_DIR; '': off).
+  Returns the directory in use, or None."""
+  import jax  # noqa: PLC0415  (configuring it does not start a backend)
+  if path is None:
+    if jax.config.jax_compilation_cache_dir:  # the environment chose one
+      return jax.config.jax_compilation_cache_dir
+    path = default_compilation_cache_dir()
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
+  if not path:
+    jax.config.update("jax_enable_compilation_cache", False)
+    return None
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
+
+
 def run(main) -> None:
   """`app.run(main)`, printing user errors as one line (exit status 1); a run stopped by
   SIGTERM or SIGINT after saving its checkpoint exits with status 75 (`PREEMPTED_EXIT_CODE`)."""
@@ -428,6 +459,7 @@ def run(main) -> None:
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
+      set_compilation_cache(_COMPILATION_CACHE.value)
       if _RETAIN_FREED_MEMORY.value:
         from rnn_jax.training import host_memory
         host_memory.retain_freed_memory()
