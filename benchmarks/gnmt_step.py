@@ -68,10 +68,9 @@ def main(argv):
   del argv
   if flags.FLAGS.host_devices > 1:  # read when the CPU backend starts: before any jax work
     common.set_host_devices(flags.FLAGS.host_devices)
-  retained = False
-  if "retain_freed_memory" in flags.FLAGS and flags.FLAGS.retain_freed_memory:
-    from rnn_jax.training import host_memory  # as the experiments run (experiments.common)
-    retained = host_memory.retain_freed_memory()
+  # As the experiments run (an older checkout for a before/after comparison has no such flag).
+  retained = (common.apply_retain_freed_memory()
+              if hasattr(common, "apply_retain_freed_memory") else False)
   # (Before commit eceebe3 there is no --host_devices: pass XLA_FLAGS=--xla_force_host_
   # platform_device_count=2 in the environment instead; RESULTS.md's older figure did.)
   config = GNMTConfig(hidden_size=_HIDDEN.value, num_layers=_LAYERS.value,

@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import timing
-from experiments import common  # noqa: F401  (defines --retain_freed_memory)
+from experiments import common  # --retain_freed_memory
 
 _HIDDEN = flags.DEFINE_integer("hidden_size", 200, "H.")
 _LAYERS = flags.DEFINE_integer("num_layers", 2, "L.")
@@ -128,10 +128,7 @@ def torch_runner():
 
 def main(argv):
   del argv
-  retained = False
-  if flags.FLAGS.retain_freed_memory:  # as the experiment runs; PyTorch shares the process
-    from rnn_jax.training import host_memory
-    retained = host_memory.retain_freed_memory()
+  retained = common.apply_retain_freed_memory()  # as the experiment; PyTorch shares the process
   tokens = _BATCH.value * _BPTT.value * _STEPS.value
   runners = {("rnn_jax" if impl == "auto" else f"rnn_jax/{impl}"): jax_runner(impl)
              for impl in _IMPLS.value}

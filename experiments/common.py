@@ -448,6 +448,15 @@ def set_compilation_cache(path: str | None) -> str | None:
   return path
 
 
+def apply_retain_freed_memory() -> bool:
+  """`--retain_freed_memory`: `rnn_jax.training.host_memory.retain_freed_memory()` when the
+  flag is on (the default). True where it took effect."""
+  if not _RETAIN_FREED_MEMORY.value:
+    return False
+  from rnn_jax.training import host_memory  # noqa: PLC0415
+  return host_memory.retain_freed_memory()
+
+
 def run(main) -> None:
   """`app.run(main)`, printing user errors as one line (exit status 1); a run stopped by
   SIGTERM or SIGINT after saving its checkpoint exits with status 75 (`PREEMPTED_EXIT_CODE`)."""
@@ -460,9 +469,7 @@ def run(main) -> None:
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
       set_compilation_cache(_COMPILATION_CACHE.value)
-      if _RETAIN_FREED_MEMORY.value:
-        from rnn_jax.training import host_memory
-        host_memory.retain_freed_memory()
+      apply_retain_freed_memory()
       maybe_initialize_distributed()
       return main(argv)
     except (UserError, WorkdirConflictError, NonFiniteError, WorkdirBusyError) as e:
